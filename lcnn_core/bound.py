@@ -59,7 +59,8 @@ def _prepare(model, input_shape):
     if len(shape) == 3:
         shape = (1, *shape)
     with torch.no_grad():  # validates that the model was built for this input size
-        model(torch.zeros(shape, device=next(model.parameters()).device))
+        p = next(model.parameters())
+        model(torch.zeros(shape, device=p.device, dtype=p.dtype))
 
 
 @torch.no_grad()

@@ -49,7 +49,7 @@ class CenteredSoftplus(nn.Module):
         return 1.0
 
     def curvature(self):
-        return float(self.b) / 4.0
+        return float(self.b.detach()) / 4.0
 
 
 class Softplus(nn.Softplus):
@@ -92,7 +92,7 @@ class ClippedBatchNorm2d(nn.BatchNorm2d):
         return super().forward(x) * factor
 
     def lipschitz(self):
-        return float(torch.minimum(1.0 / self.scale(), self.gamma))
+        return float(torch.minimum(1.0 / self.scale(), self.gamma.detach()))
 
     def curvature(self):
         return 0.0
@@ -192,7 +192,7 @@ class SNConv2d(nn.Conv2d):
         return F.conv2d(x, weight, stride=self.stride, padding=self.padding)
 
     def train(self, mode=True):
-        if not mode:
+        if not mode and self.training:  # switching to eval: converge once
             self.converge()
         return super().train(mode)
 
@@ -250,7 +250,7 @@ class SNLinear(nn.Linear):
         self.register_buffer("sigma", (self.weight @ u).norm().detach())
 
     def train(self, mode=True):
-        if not mode:
+        if not mode and self.training:
             with torch.no_grad():
                 self.sigma.copy_(linear_operator_norm(self.weight))
         return super().train(mode)
