@@ -39,16 +39,15 @@ def input_gradients(model, x, y, create_graph=False):
     return grad, losses
 
 
-def gradient_penalty(model, x, y):
-    """(mean CE loss, mean_i ||grad_x l_i||^2), differentiable in the weights."""
-    grad, losses = input_gradients(model, x, y, create_graph=True)
-    return losses.mean(), grad.flatten(1).pow(2).sum(1).mean()
+def gradient_penalty(grad):
+    """mean_i ||grad_i||^2 for per-sample input gradients (N x ...)."""
+    return grad.flatten(1).pow(2).sum(1).mean()
 
 
-def cure_penalty(model, x, y, h=1.0):
-    """(mean CE loss at x, CURE penalty mean_i ||g_i(x + h z) - g_i(x)||^2)."""
-    grad, losses = input_gradients(model, x, y, create_graph=True)
+def cure_penalty(model, x, y, grad, h=1.0):
+    """CURE: mean_i ||g_i(x_i + h z_i) - g_i(x_i)||^2 with z_i = sign(g_i) / ||sign(g_i)||,
+    ``grad`` the per-sample input gradients at x (built with create_graph=True)."""
     z = grad.detach().sign()
     z = z / z.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    grad_h, _ = input_gradients(model, x + h * z, y, create_graph=True)
-    return losses.mean(), (grad_h - grad).flatten(1).pow(2).sum(1).mean()
+    grad_h, _ = input_gradients(model, x.detach() + h * z, y, create_graph=True)
+    return (grad_h - grad).flatten(1).pow(2).sum(1).mean()

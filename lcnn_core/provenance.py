@@ -1,0 +1,43 @@
+"""Provenance of a result: code version, packages, hardware, time."""
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+
+def _git(*args):
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware(device=None):
+    """A one-line description of the device a result was computed on."""
+    device = torch.device(device or "cpu")
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def provenance(device=None, **extra):
+    """Dict with git sha and dirty flag, versions, hardware, UTC time, plus ``extra``."""
+    import numpy
+    from . import __version__
+    sha = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return dict(
+        git_sha=sha, git_dirty=bool(dirty) if dirty is not None else None,
+        lcnn_core=__version__, python=sys.version.split()[0], torch=torch.__version__,
+        numpy=numpy.__version__, platform=platform.platform(), hardware=hardware(device),
+        time_utc=now(), **extra,
+    )
+
+
+def now():
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,276 @@
+"""Training: the paper's seven variants with one loop (STUDY.md §3).
+
+SGD with momentum, weight decay (never on log beta / log gamma), multi-step
+learning rate; data on the device with batch-wise augmentation; AMP (bf16) and
+channels_last on CUDA. Every epoch writes an atomic checkpoint, so ``resume=True``
+continues a killed run to the same final weights. A run directory holds:
+
+    config.yaml       the resolved configuration
+    history.csv       one row per epoch (loss, accuracy, beta / gamma statistics, time)
+    checkpoint.pt     the last finished epoch (model, optimiser, scheduler, RNG states)
+    model.pt          final weights (written at the end)
+    provenance.json   git sha, versions, hardware, preset, seed, times (written last:
+                      its presence marks the run finished)
+"""
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm.auto import tqdm
+
+from .bound import paper_proxy
+from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
+from .data import Loader, load_dataset
+from .models import build_model
+from .provenance import now, provenance
+from .regularizers import cure_penalty, gradient_penalty, lcnn_penalty
+
+NO_DECAY = ("log_beta", "log_gamma")
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss): the last good checkpoint is kept."""
+
+
+class CheckpointError(ValueError):
+    """An unreadable checkpoint or one that belongs to another configuration."""
+
+
+# ------------------------------------------------------------------ set-up
+def pick_device(cfg):
+    if cfg["device"] == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg["device"] == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda requested but CUDA is not available")
+    return torch.device(cfg["device"])
+
+
+def amp_dtype(cfg, device):
+    mode = cfg["amp"]
+    if mode == "auto":
+        mode = "bf16" if device.type == "cuda" else "off"
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def model_for(cfg, data):
+    """The run's model for a dataset (shape and classes taken from the data)."""
+    spec = TRAINING_VARIANTS[cfg["variant"]]
+    _, c, h, w = data.x_train.shape
+    return build_model(cfg["arch"], spec["model"], data.num_classes, cfg["width"], c, (h, w))
+
+
+def load_data(cfg):
+    return load_dataset(cfg["dataset"], root=cfg["data_root"], n_train=cfg["n_train"],
+                        n_test=cfg["n_test"], seed=cfg["subset_seed"])
+
+
+def optimizer_for(model, cfg):
+    decay = [p for n, p in model.named_parameters() if not n.endswith(NO_DECAY)]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith(NO_DECAY)]
+    groups = [dict(params=decay, weight_decay=cfg["weight_decay"]), dict(params=no_decay, weight_decay=0.0)]
+    return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+
+
+def scheduler_for(opt, cfg):
+    milestones = sorted({max(1, round(f * cfg["epochs"])) for f in cfg["milestones"]})
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_decay"])
+
+
+# ------------------------------------------------------------------ one step
+def training_loss(model, x, y, cfg):
+    """(total loss, logits) for one batch under the run's variant."""
+    spec = TRAINING_VARIANTS[cfg["variant"]]
+    if spec["adversarial"]:
+        from .attacks import pgd_l2
+        model.eval()
+        x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
+        model.train()
+    needs_grad = spec["gradreg"] or spec["cure"]
+    if needs_grad:
+        x = x.detach().requires_grad_(True)
+    logits = model(x)
+    losses = F.cross_entropy(logits.float(), y, reduction="none")
+    loss = losses.mean()
+    if needs_grad:
+        (grad,) = torch.autograd.grad(losses.sum(), x, create_graph=True)
+        if spec["gradreg"]:
+            loss = loss + cfg["gradreg"] * gradient_penalty(grad)
+        if spec["cure"]:
+            loss = loss + cfg["cure"] * cure_penalty(model, x, y, grad, h=cfg["cure_h"])
+    if spec["lcnn_penalty"]:
+        loss = loss + lcnn_penalty(model, cfg["lam_beta"], cfg["lam_gamma"])
+    return loss, logits
+
+
+@torch.no_grad()
+def test_accuracy(model, data, batch_size=500):
+    """(mean CE loss, accuracy %) on the test split, eval mode."""
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for x, y in Loader(data.x_test, data.y_test, batch_size):
+        logits = model(x).float()
+        total += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        n += len(y)
+    return total / n, 100.0 * correct / n
+
+
+# ------------------------------------------------------------------ checkpoints
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated zip, pickle garbage, ...
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}); "
+                              "delete it to restart the run") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} is not an lcnn_core checkpoint")
+    return ckpt
+
+
+def _differences(a, b, ignore=("device", "amp", "channels_last", "data_root")):
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
+
+
+# ------------------------------------------------------------------ the loop
+def run_dir_for(cfg, out="runs", preset="custom", name=None):
+    return Path(out) / preset / (name or run_name(cfg))
+
+
+def is_finished(run_dir):
+    return (Path(run_dir) / "provenance.json").exists()
+
+
+def train(config, out="runs", preset="custom", name=None, resume=False, progress=True, log=print):
+    """Train one run; returns its directory. ``config``: overrides of DEFAULTS (validated).
+
+    A finished run (provenance.json present) is skipped; an unfinished one needs
+    ``resume=True``. Bad input raises ConfigError / DataError / CheckpointError before
+    anything is written.
+    """
+    cfg = resolve(config)
+    run_dir = run_dir_for(cfg, out, preset, name)
+    if is_finished(run_dir):
+        log(f"{run_dir}: finished, skipped")
+        return run_dir
+    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt = None
+    if ckpt_path.exists():
+        if not resume:
+            raise ConfigError(f"{run_dir} holds an unfinished run; pass --resume to continue it "
+                              "or delete the folder to start again")
+        ckpt = load_checkpoint(ckpt_path)
+        diff = _differences(ckpt["config"], cfg)
+        if diff:
+            raise CheckpointError(f"cannot resume {run_dir}: config differs in {', '.join(diff)}")
+    device = pick_device(cfg)
+    data = load_data(cfg).to(device)  # before any file is written: missing data leaves nothing
+    torch.manual_seed(cfg["seed"])
+    model = model_for(cfg, data).to(device)
+    channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and device.type == "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt, amp = optimizer_for(model, cfg), amp_dtype(cfg, device)
+    sched = scheduler_for(opt, cfg)
+    gen = torch.Generator(device=device).manual_seed(cfg["seed"])
+    history, start_epoch, wall_before = [], 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history, start_epoch, wall_before = ckpt["history"], ckpt["epoch"], ckpt["wall_time"]
+        log(f"{run_dir}: resuming after epoch {start_epoch}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
+    started = ckpt["started"] if ckpt is not None else now()
+    loader = Loader(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
+                    flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen)
+    t_start = time.perf_counter()
+    for epoch in range(start_epoch, cfg["epochs"]):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        first_bad = torch.full((), -1, device=device, dtype=torch.long)
+        seen = 0
+        bar = tqdm(loader, desc=f"{run_dir.name} epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
+                   leave=False, mininterval=2.0)
+        for step, (x, y) in enumerate(bar):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss, logits = training_loss(model, x, y, cfg)
+            finite = torch.isfinite(loss)
+            first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
+            if device.type == "cpu" and not bool(finite):
+                break  # no weight update from a non-finite loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+        if int(first_bad) >= 0:
+            raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1}; "
+                                f"stopped, last good checkpoint kept in {run_dir} (epoch {epoch})")
+        sched.step()
+        train_time = time.perf_counter() - t0
+        test_loss, test_acc = test_accuracy(model, data)
+        proxy = paper_proxy(model)
+        history.append(dict(
+            epoch=epoch + 1, lr=opt.param_groups[0]["lr"], train_loss=float(loss_sum) / seen,
+            train_acc=100.0 * float(correct) / seen, test_loss=test_loss, test_acc=test_acc,
+            mean_beta=proxy["mean_beta"], sum_beta=proxy["sum_beta"], mean_gamma=proxy["mean_gamma"],
+            log10_prod_gamma=math.log10(proxy["prod_gamma"]) if proxy["prod_gamma"] == proxy["prod_gamma"] else float("nan"),
+            epoch_time=train_time,
+        ))
+        if progress:
+            h = history[-1]
+            log(f"{run_dir.name} epoch {h['epoch']}/{cfg['epochs']}: loss {h['train_loss']:.3f} "
+                f"train {h['train_acc']:.1f}% test {h['test_acc']:.1f}% ({train_time:.1f}s)")
+        wall = wall_before + time.perf_counter() - t_start
+        pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
+        atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                         generator=gen.get_state(), torch_rng=torch.get_rng_state(), history=history,
+                         epoch=epoch + 1, config=cfg, wall_time=wall, started=started), ckpt_path)
+    wall = wall_before + time.perf_counter() - t_start
+    atomic_save(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
+    prov = provenance(device, preset=preset, variant=cfg["variant"], seed=cfg["seed"], started_utc=started,
+                      finished_utc=now(), wall_time_s=round(wall, 2), epochs=cfg["epochs"])
+    (run_dir / "provenance.json.tmp").write_text(pd.Series(prov).to_json(indent=2))
+    os.replace(run_dir / "provenance.json.tmp", run_dir / "provenance.json")
+    return run_dir
+
+
+def load_run(run_dir, device="cpu"):
+    """(model in eval mode, config, dataset on ``device``) of a finished run."""
+    run_dir = Path(run_dir)
+    path = run_dir / "model.pt"
+    if not path.exists():
+        raise CheckpointError(f"{run_dir} has no model.pt: the run is missing or unfinished")
+    saved = load_checkpoint(path, map_location=device)
+    cfg = resolve(saved["config"])
+    data = load_data(cfg).to(device)
+    model = model_for(cfg, data).to(device)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    return model, cfg, data
+
+
+def remove_run(run_dir):
+    shutil.rmtree(run_dir, ignore_errors=True)
