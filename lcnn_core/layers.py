@@ -208,7 +208,13 @@ class SNConv2d(nn.Conv2d):
         _check_spatial(x, self.input_size, "SNConv2d")
         if not self.training:
             return self._conv(x, self.weight / self.sigma)
-        with torch.no_grad():  # one power-iteration step per training forward
+        with torch.autocast(x.device.type, enabled=False):  # the norm in fp32 even under AMP
+            sigma = self._power_step()
+        return self._conv(x, self.weight / sigma)
+
+    def _power_step(self):
+        """One power-iteration step on the buffers; returns v^T W u (differentiable in W)."""
+        with torch.no_grad():
             v = self._conv(self.u, self.weight)
             v = v / v.norm().clamp_min(1e-30)
             u = F.conv_transpose2d(v, self.weight, stride=self.stride, padding=self.padding,
@@ -216,9 +222,9 @@ class SNConv2d(nn.Conv2d):
             self.u.copy_(u / u.norm().clamp_min(1e-30))
             v = self._conv(self.u, self.weight)
             v = v / v.norm().clamp_min(1e-30)
-        sigma = (v * self._conv(self.u, self.weight)).sum()  # v^T W u, differentiable in W
+        sigma = (v * self._conv(self.u, self.weight)).sum()
         self.sigma.copy_(sigma.detach())
-        return self._conv(x, self.weight / sigma)
+        return sigma
 
     def operator_norm(self):
         """True operator norm of the normalised conv (converged power iteration)."""

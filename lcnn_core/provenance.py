@@ -29,7 +29,8 @@ def provenance(device=None, **extra):
     """Dict with git sha and dirty flag, versions, hardware, UTC time, plus ``extra``."""
     import numpy
     from . import __version__
-    sha = _git("rev-parse", "HEAD")
+    # LCNN_GIT_SHA: for copies of the tree without .git (e.g. a remote GPU machine)
+    sha = _git("rev-parse", "HEAD") or os.environ.get("LCNN_GIT_SHA")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return dict(
         git_sha=sha, git_dirty=bool(dirty) if dirty is not None else None,

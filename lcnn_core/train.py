@@ -60,9 +60,13 @@ def amp_dtype(cfg, device):
 
 def model_for(cfg, data):
     """The run's model for a dataset (shape and classes taken from the data)."""
-    spec = TRAINING_VARIANTS[cfg["variant"]]
-    _, c, h, w = data.x_train.shape
-    return build_model(cfg["arch"], spec["model"], data.num_classes, cfg["width"], c, (h, w))
+    return model_for_shape(cfg, tuple(data.x_train.shape[1:]), data.num_classes)
+
+
+def model_for_shape(cfg, image_shape, num_classes):
+    """The run's model for C x H x W images and ``num_classes`` classes."""
+    c, h, w = image_shape
+    return build_model(cfg["arch"], TRAINING_VARIANTS[cfg["variant"]]["model"], num_classes, cfg["width"], c, (h, w))
 
 
 def load_data(cfg):
