@@ -213,16 +213,14 @@ class SNConv2d(nn.Conv2d):
         return self._conv(x, self.weight / sigma)
 
     def _power_step(self):
-        """One power-iteration step on the buffers; returns v^T W u (differentiable in W)."""
+        """One power-iteration step on the buffer u; returns sigma = ||W u||, which is
+        v^T W u with v = W u / ||W u|| and has the spectral norm's gradient v u^T in W."""
         with torch.no_grad():
             v = self._conv(self.u, self.weight)
-            v = v / v.norm().clamp_min(1e-30)
             u = F.conv_transpose2d(v, self.weight, stride=self.stride, padding=self.padding,
                                    output_padding=self.out_pad)
             self.u.copy_(u / u.norm().clamp_min(1e-30))
-            v = self._conv(self.u, self.weight)
-            v = v / v.norm().clamp_min(1e-30)
-        sigma = (v * self._conv(self.u, self.weight)).sum()
+        sigma = self._conv(self.u, self.weight).norm()
         self.sigma.copy_(sigma.detach())
         return sigma
 

@@ -1,0 +1,304 @@
+import nbformat as nbf
+from nbformat.v4 import new_notebook, new_code_cell, new_markdown_cell
+
+def nb(cells, path):
+    n = new_notebook()
+    n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    n.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    out = []
+    for c in cells:
+        if c[0] == "md":
+            out.append(new_markdown_cell(c[1]))
+        else:
+            cell = new_code_cell(c[1])
+            if c[0] == "params":
+                cell.metadata["tags"] = ["parameters"]
+            if c[0] == "hide":
+                cell.metadata["tags"] = ["remove-input"]
+            out.append(cell)
+    n.cells = out
+    nbf.write(n, path)
+
+SETUP = ("code", """import warnings
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from lcnn_core import report
+
+sns.set_theme(context="notebook", style="whitegrid")
+pd.set_option("display.max_colwidth", 40)
+root = report.results_root() if results_dir is None else results_dir
+available = [p for p in presets if list((root / p).glob("*/geometry.json"))]
+print("results from:", ", ".join(available))""")
+
+BADGES = lambda name: f"""[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb) [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb)"""
+
+PARAMS = ("params", """# Presets whose committed results this page reads (results/<preset>/<run>/*).
+presets = ["cpu-default", "cifar10-jpeg-cpu", "h100-cifar10-jpeg"]
+results_dir = None  # None: the repository's results/ folder""")
+
+nb([
+ ("md", "# The geometry table\n\n" + BADGES("geometry") + """
+
+**The paper's claim.** LCNNs have a much smaller input curvature than a standard network at the same accuracy:
+on CIFAR-100 the mean normalised curvature $\\mathbb{E}\\,C_f$ falls from 270.9 (Standard) to 69.5 (LCNN) and 25.3
+(LCNN + GradReg), with accuracy unchanged (77.4 / 77.3 / 77.3 %). This page puts our numbers beside the paper's and the
+course team's, for every preset whose results are committed. Each table says the scale it was run at.
+
+*How to read the verdict.* Our runs are much smaller than the paper's and use other data, so values are not expected
+to match. The verdict compares the **direction** of each model's effect relative to Standard (ours / Standard and
+paper / Standard both below 1, or both above): "ordering reproduced" or "not reproduced". For accuracy, a model counts as
+"reproduced" when it stays within 2 points of Standard, as in the paper.
+
+This page reads `results/<preset>/*/geometry.json` and `history.csv`; it trains nothing."""),
+ PARAMS, SETUP,
+ ("code", """def show_preset(preset, lam=None, title=""):
+    runs = report.load_runs(preset, root)
+    summary = report.summarise(runs)
+    if lam is not None:
+        summary = report.select_lambda(summary, lam)
+        runs = runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)]
+    display(Markdown(f"### {title or preset}\\n\\n*Scale:* {report.scale_line(runs)}."))
+    display(Markdown("**Mean normalised curvature E C_f** (converged Lanczos readout)"))
+    display(report.comparison(summary, "cf"))
+    display(Markdown("**Mean input-Hessian norm E‖∇²f‖**"))
+    display(report.comparison(summary, "hess"))
+    display(Markdown("**Mean input-gradient norm E‖∇f‖**"))
+    display(report.comparison(summary, "grad"))
+    display(Markdown("**Test accuracy**"))
+    display(report.accuracy_comparison(summary))
+    readouts = summary[["label", "hess_mean", "hess_ref_mean", "cf_mean", "cf_ref_mean"]].copy()
+    readouts["reference / converged"] = readouts["hess_ref_mean"] / readouts["hess_mean"]
+    display(Markdown("**Both Hessian readouts**: converged batched Lanczos vs the reference's |uᵀHu| after 10 power iterations"))
+    display(readouts.rename(columns={"label": "model", "hess_mean": "E‖∇²f‖ Lanczos", "hess_ref_mean": "E‖∇²f‖ reference",
+                                     "cf_mean": "E C_f Lanczos", "cf_ref_mean": "E C_f reference"}).round(3))
+    return summary"""),
+ ("code", """summaries = {}
+if "cpu-default" in available:
+    summaries["mnist"] = show_preset("cpu-default", title="MNIST-5k (CPU)")
+if "cifar10-jpeg-cpu" in available:
+    summaries["cifar_cpu"] = show_preset("cifar10-jpeg-cpu", title="CIFAR-10 JPEG copy, narrow ResNet-18 (CPU)")
+if "h100-cifar10-jpeg" in available:
+    summaries["h100_team"] = show_preset("h100-cifar10-jpeg", lam=1e-2, title="CIFAR-10 JPEG copy, full ResNet-18, H100, λ = 1e-2 (the team's)")
+    summaries["h100_paper"] = show_preset("h100-cifar10-jpeg", lam=1e-3, title="CIFAR-10 JPEG copy, full ResNet-18, H100, λ = 1e-3 (the paper's)")"""),
+ ("md", "## Does the paper's ordering hold?\n\nThe paper's ordering is $\\mathbb{E}C_f$(Standard) > $\\mathbb{E}C_f$(LCNN) > $\\mathbb{E}C_f$(LCNN + GradReg)."),
+ ("code", """rows = []
+for key, s in summaries.items():
+    holds = report.ordering(s, "cf")
+    vals = s.set_index("variant")["cf_mean"]
+    rows.append(dict(setting=key, **{report.VARIANT_LABELS[v]: round(vals[v], 3) for v in ["standard", "lcnn", "lcnn_gradreg"] if v in vals},
+                     ordering="holds" if holds else "does not hold"))
+    glue(f"{key}_ordering", "holds" if holds else "does not hold", display=False)
+    for v in ["standard", "lcnn", "gradreg", "lcnn_gradreg"]:
+        if v in vals:
+            glue(f"{key}_cf_{v}", float(vals[v]), display=False)
+            glue(f"{key}_acc_{v}", float(s.set_index("variant").loc[v, "accuracy_mean"]), display=False)
+ordering_table = pd.DataFrame(rows)
+ordering_table"""),
+], "notebooks/geometry.ipynb")
+
+nb([
+ ("md", "# Gradient robustness\n\n" + BADGES("gradient_robustness") + """
+
+**The paper's claim.** The input gradients of LCNNs change less under small random input noise: the relative change
+$\\lVert\\nabla f(x+\\delta)-\\nabla f(x)\\rVert/\\lVert\\nabla f(x)\\rVert$ with $\\lVert\\delta\\rVert_2=m$ stays below Standard's at every $m$,
+and to first order it equals $m\\,C_f(x)$ (the dashed lines). The paper's CIFAR-10 figure implies $\\mathbb{E}C_f$ of about 170 (Standard),
+63 (GradReg), 55 (LCNN) and 14 (LCNN + GradReg), read off a plot (± 15 %).
+
+Each curve is the mean over test images and 4 random directions per image and magnitude; error bars are one standard
+deviation over images and directions; dashed lines are $m\\,\\mathbb{E}C_f$ of the same model. Noise is not clipped to $[0,1]$.
+This page reads `results/<preset>/*/robustness.csv`."""),
+ PARAMS, SETUP,
+ ("code", """def plot_preset(preset, title, lam=None, ax=None):
+    df = report.robustness(preset, root)
+    runs = report.load_runs(preset, root)
+    if lam is not None:
+        df = df[~df.variant.isin(["lcnn", "lcnn_gradreg"]) | df.run.str.contains(f"lam{lam:.0e}".replace("e-0", "e-"))]
+        runs = runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)]
+    agg = df.groupby(["label", "magnitude"]).agg(mean=("relative_change_mean", "mean"), std=("relative_change_std", "mean"),
+                                                 first=("first_order_mean", "mean")).reset_index()
+    palette = dict(zip(sorted(agg.label.unique()), sns.color_palette("colorblind")))
+    ax = ax or plt.subplots(figsize=(6.5, 4.5))[1]
+    for label, g in agg.groupby("label"):
+        ax.errorbar(g.magnitude, g["mean"], yerr=g["std"], marker="o", ms=4, capsize=3, label=label, color=palette[label])
+        ax.plot(g.magnitude, g["first"], ls="--", color=palette[label], alpha=0.7)
+    ax.set(xscale="log", yscale="log", xlabel="noise magnitude m = ‖δ‖₂", ylabel="relative gradient change", title=title)
+    ax.legend(fontsize=9)
+    ax.figure.text(0.01, -0.02, "Scale: " + report.scale_line(runs), fontsize=7, wrap=True)
+    return agg"""),
+ ("code", """curves = {}
+if "cpu-default" in available:
+    curves["mnist"] = plot_preset("cpu-default", "MNIST-5k, ResNet-18 width 8 (CPU)")
+    plt.show()
+if "cifar10-jpeg-cpu" in available:
+    curves["cifar_cpu"] = plot_preset("cifar10-jpeg-cpu", "CIFAR-10 JPEG, ResNet-18 width 8 (CPU)")
+    plt.show()
+if "h100-cifar10-jpeg" in available:
+    curves["h100"] = plot_preset("h100-cifar10-jpeg", "CIFAR-10 JPEG, ResNet-18, H100, λ = 1e-2", lam=1e-2)
+    plt.show()"""),
+ ("md", "## LCNN vs Standard at every noise level\n\nThe ratio of LCNN's mean relative change to Standard's (below 1: LCNN's gradients are more robust), beside the paper's implied ratio of $\\mathbb{E}C_f$ on CIFAR-10 (55 / 170 = 0.32)."),
+ ("code", """rows = []
+for key, agg in curves.items():
+    wide = agg.pivot(index="magnitude", columns="label", values="mean")
+    if {"LCNN", "Standard"} <= set(wide.columns):
+        ratio = wide["LCNN"] / wide["Standard"]
+        rows.append(dict(setting=key, **{f"m={m:g}": round(r, 3) for m, r in ratio.items()},
+                         verdict="reproduced (LCNN below Standard at every m)" if (ratio < 1).all() else "not reproduced"))
+        glue(f"{key}_rob_ratio_max", float(ratio.max()), display=False)
+        glue(f"{key}_rob_verdict", "more robust at every noise level" if (ratio < 1).all() else "not more robust at every noise level", display=False)
+pd.DataFrame(rows)"""),
+], "notebooks/gradient_robustness.ipynb")
+
+nb([
+ ("md", "# Adversarial robustness (L2 PGD)\n\n" + BADGES("adversarial") + """
+
+**The paper's claim.** LCNNs are slightly more robust to L2 PGD than Standard (CIFAR-100, ε = 0.1: 39.7 % vs 37.6 %), and
+LCNN + GradReg approaches adversarial training (63.4 % vs 64.7 %). The paper does not state its attack settings; ours are
+printed below every table. Pixels in $[0,1]$, true labels, eval mode; a sample counts as robust only if it is classified
+correctly both clean and attacked. This page reads `results/<preset>/*/pgd.json`."""),
+ PARAMS, SETUP,
+ ("code", """from lcnn_core.reference import PAPER_PGD, PAPER_PGD_EPS
+
+def pgd_table(preset, lam=None):
+    df, settings = report.pgd(preset, root)
+    if lam is not None:
+        runs = report.load_runs(preset, root)
+        keep = runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)].run
+        df = df[df.run.isin(keep)]
+    table = df.groupby(["label", "eps"]).accuracy.mean().unstack("eps").round(1)
+    table.columns = ["clean" if e == 0 else f"ε={e:g}" for e in table.columns]
+    display(table)
+    display(Markdown(f"*Attack:* L2 PGD, {settings['steps']} steps of {settings['step_size']}, random start: "
+                     f"{settings['random_start']}, {settings['projection']}, returns the {settings['returned_iterate']} iterate. "
+                     f"*Scale:* {report.scale_line(report.load_runs(preset, root))}."))
+    return table
+
+paper = pd.DataFrame(PAPER_PGD, index=["clean" if e == 0 else f"ε={e:g}" for e in PAPER_PGD_EPS]).T
+paper.index = [report.VARIANT_LABELS[v] for v in paper.index]
+display(Markdown("**Paper (CIFAR-100, ResNet-18, 200 epochs)**"))
+paper"""),
+ ("code", """tables = {}
+for preset, title, lam in [("cpu-default", "MNIST-5k (CPU)", None), ("cifar10-jpeg-cpu", "CIFAR-10 JPEG, narrow ResNet-18 (CPU)", None),
+                           ("h100-cifar10-jpeg", "CIFAR-10 JPEG, ResNet-18, H100, λ = 1e-2", 1e-2)]:
+    if preset in available:
+        display(Markdown(f"**{title}**"))
+        tables[preset] = pgd_table(preset, lam)"""),
+ ("code", """rows = []
+for preset, t in tables.items():
+    if {"LCNN", "Standard"} <= set(t.index):
+        col = [c for c in t.columns if c != "clean"][1]
+        diff = t.loc["LCNN", col] - t.loc["Standard", col]
+        rows.append(dict(setting=preset, eps=col, lcnn_minus_standard=round(diff, 1), paper=round(39.72 - 37.55, 1),
+                         verdict="ordering reproduced" if diff > 0 else "not reproduced"))
+        glue(f"{preset}_pgd_diff", float(diff), display=False)
+pd.DataFrame(rows)"""),
+], "notebooks/adversarial.ipynb")
+
+nb([
+ ("md", "# The team's accuracy drop\n\n" + BADGES("team_drop") + """
+
+The course team's replication (CIFAR-10, ResNet-18, 50 epochs, the refactored code's $\\lambda_\\beta=\\lambda_\\gamma=10^{-2}$)
+reports LCNN at 64 % and LCNN + GradReg at 62 % against 93 % for Standard. The paper (200 epochs, $\\lambda = 10^{-3}$) reports no
+drop at all. The hypothesis (STUDY.md §6): the tenfold larger $\\lambda$ and the 4× shorter schedule both push β and γ down; which one costs
+the accuracy? We run the ablation $\\lambda \\in \\{0, 10^{-3}, 10^{-2}, 10^{-1}\\}$ × two epoch budgets (5 and 20, a 4× ratio like 50 vs 200)
+for LCNN on MNIST-5k on CPU, and compare λ = 1e-2 with 1e-3 at full width on real CIFAR-10 images where a GPU was lent.
+
+This page reads `results/ablation-mnist/*` and `results/h100-cifar10-jpeg/*`."""),
+ ("params", """ablation_preset = "ablation-mnist"
+gpu_preset = "h100-cifar10-jpeg"
+results_dir = None"""),
+ ("code", """import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from lcnn_core import report
+
+sns.set_theme(context="notebook", style="whitegrid")
+root = report.results_root() if results_dir is None else results_dir
+runs = report.load_runs(ablation_preset, root)
+hist = report.history(ablation_preset, root)
+last = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")
+runs = runs.set_index("run")
+runs["log10_prod_gamma"] = last["log10_prod_gamma"]
+table = runs[["lam", "epochs", "accuracy", "cf", "mean_beta", "log10_prod_gamma"]].sort_values(["epochs", "lam"]).round(3)
+display(Markdown(f"*Scale:* {report.scale_line(runs.reset_index())}."))
+table.rename(columns={"lam": "λ", "accuracy": "test acc %", "cf": "E C_f", "mean_beta": "mean β", "log10_prod_gamma": "log₁₀ Π γ"})"""),
+ ("code", """fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+plot = runs.reset_index().assign(lam_label=lambda d: d.lam.map(lambda l: "0" if l == 0 else f"{l:g}"))
+sns.pointplot(data=plot, x="lam_label", y="accuracy", hue="epochs", ax=axes[0], order=["0", "0.001", "0.01", "0.1"])
+axes[0].set(xlabel="λ_β = λ_γ", ylabel="test accuracy %", title="LCNN accuracy vs λ (MNIST-5k)")
+sns.pointplot(data=plot, x="lam_label", y="cf", hue="epochs", ax=axes[1], order=["0", "0.001", "0.01", "0.1"])
+axes[1].set(xlabel="λ_β = λ_γ", ylabel="E C_f", yscale="log", title="E C_f vs λ")
+plt.tight_layout(); plt.show()"""),
+ ("code", """fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+long = hist[hist.budget == hist.budget.max()].assign(lam_label=lambda d: d.lam.map(lambda l: f"λ={l:g}"))
+sns.lineplot(data=long, x="epoch", y="mean_beta", hue="lam_label", ax=axes[0])
+axes[0].set(title="mean β over training", ylabel="mean β")
+sns.lineplot(data=long, x="epoch", y="log10_prod_gamma", hue="lam_label", ax=axes[1])
+axes[1].set(title="log₁₀ Π γ over training", ylabel="log₁₀ Π γ")
+plt.tight_layout(); plt.show()"""),
+ ("code", """acc = runs.reset_index().pivot_table(index="lam", columns="epochs", values="accuracy")
+base = acc.loc[0.0]
+drop_lam = float(base[acc.columns.max()] - acc.loc[1e-2, acc.columns.max()])     # λ effect at the long budget
+drop_epochs = float(acc.loc[1e-3, acc.columns.max()] - acc.loc[1e-3, acc.columns.min()])  # budget effect at the paper's λ
+glue("ablation_drop_lam", drop_lam, display=False)
+glue("ablation_drop_epochs", drop_epochs, display=False)
+glue("ablation_acc_lam1e-1_long", float(acc.loc[1e-1, acc.columns.max()]), display=False)
+acc.round(1)"""),
+ ("md", "## At full width on CIFAR-10 (H100)"),
+ ("code", """gpu = report.load_runs(gpu_preset, root) if (root / gpu_preset).is_dir() else pd.DataFrame()
+if len(gpu):
+    t = gpu[["label", "lam", "epochs", "accuracy", "cf", "mean_beta", "sum_abs_log_gamma", "wall_time_s"]].sort_values(["label", "lam"]).round(3)
+    display(Markdown(f"*Scale:* {report.scale_line(gpu)}."))
+    display(t)
+    sel = gpu.set_index(["variant", "lam"]).accuracy
+    for v in ["lcnn", "lcnn_gradreg"]:
+        for lam in [1e-3, 1e-2]:
+            if (v, lam) in sel.index:
+                glue(f"gpu_acc_{v}_{lam:g}", float(sel[(v, lam)]), display=False)
+    if ("standard", 1e-2) in sel.index:
+        glue("gpu_acc_standard", float(sel[("standard", 1e-2)]), display=False)
+else:
+    print("no GPU results committed")"""),
+], "notebooks/team_drop.ipynb")
+
+nb([
+ ("md", """# Train one run (Kaggle / Colab / local)
+
+Trains one variant of one preset with `lcnn_core`, evaluates it and publishes the small result files. On Kaggle it writes to
+`/kaggle/working` (kept between sessions of a saved notebook), on Colab to Google Drive if mounted, else locally; if the
+session dies, run it again: the run resumes from its last epoch checkpoint."""),
+ ("params", """preset = "smoke"        # smoke | cpu-default | cifar10-jpeg-cpu | team-cifar10 | author-cifar100 | h100-cifar10-jpeg
+variant = "lcnn"        # standard | lcnn | gradreg | lcnn_gradreg | cure | softplus_wd | adv
+seed = 0
+overrides = {}          # e.g. {"epochs": 5}
+install = False         # True on Kaggle/Colab: pip-install the package from the repository
+repository = "https://github.com/lcnn-repro/lcnn-book" """),
+ ("code", """import os, sys, subprocess
+on_kaggle = "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+on_colab = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
+if install or on_kaggle or on_colab:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repository}"], check=True)
+if on_kaggle:
+    work = "/kaggle/working"
+elif on_colab and os.path.isdir("/content/drive/MyDrive"):
+    work = "/content/drive/MyDrive/lcnn"
+else:
+    work = "."
+print("platform:", "kaggle" if on_kaggle else "colab" if on_colab else "local", "| working folder:", os.path.abspath(work))"""),
+ ("code", """from lcnn_core.cli import main
+args = ["train", "--preset", preset, "--variant", variant, "--seed", str(seed), "--resume", "--quiet",
+        "--out", os.path.join(work, "runs"), "--results", os.path.join(work, "results")]
+for k, v in overrides.items():
+    args += ["--set", f"{k}={v}"]
+if main(args) != 0:
+    raise SystemExit("training failed: see the error above")"""),
+ ("code", """import json, pathlib
+geo = json.loads(next(pathlib.Path(work, "results", preset).glob(f"*{variant}*s{seed}/geometry.json")).read_text())
+{k: round(v, 4) for k, v in geo.items() if isinstance(v, float)}"""),
+], "notebooks/train.ipynb")
