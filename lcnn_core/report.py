@@ -6,12 +6,12 @@ on other data, so values are not expected to match; we judge the *direction* of 
 effect relative to Standard, as the paper's claims are stated.
 """
 import json
-from pathlib import Path
+from pathlib import Path  # noqa: F401  (re-exported for notebooks)
 
 import pandas as pd
 import yaml
 
-from .config import VARIANT_LABELS
+from .config import TRAINING_VARIANTS, VARIANT_LABELS
 from .reference import PAPER, PAPER_CIFAR10_CF, TEAM
 
 ACC_TOLERANCE = 2.0  # points of accuracy that count as "roughly unchanged"
@@ -59,7 +59,9 @@ def summarise(runs, by=("variant", "lam", "epochs")):
     out.columns = [f"{m}_{s}" for m, s in out.columns]
     out["seeds"] = g["seed"].nunique()
     out["label"] = g["label"].first()
-    return out.reset_index()
+    out = out.reset_index()
+    order = {v: i for i, v in enumerate(TRAINING_VARIANTS)}
+    return out.sort_values(by="variant", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
 def select_lambda(summary, lam):
@@ -124,10 +126,13 @@ def accuracy_comparison(summary):
 
 
 def ordering(summary, metric="cf", order=("standard", "lcnn", "lcnn_gradreg")):
-    """True if metric strictly decreases along ``order`` (the paper's E C_f ordering)."""
+    """True if metric strictly decreases along ``order`` (the paper's E C_f ordering),
+    None if a model of ``order`` is missing."""
     s = summary.set_index("variant")[f"{metric}_mean"]
-    vals = [s[v] for v in order if v in s.index]
-    return len(vals) == len(order) and all(a > b for a, b in zip(vals, vals[1:]))
+    if any(v not in s.index for v in order):
+        return None
+    vals = [s[v] for v in order]
+    return all(a > b for a, b in zip(vals, vals[1:]))
 
 
 def robustness(preset, root=None):

@@ -30,14 +30,20 @@ from lcnn_core import report
 
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.max_colwidth", 40)
-root = report.results_root() if results_dir is None else results_dir
-available = [p for p in presets if list((root / p).glob("*/geometry.json"))]
-print("results from:", ", ".join(available))""")
+root = report.results_root() if results_dir is None else report.Path(results_dir)
+sections = [(p, t, lam) for p, t, lam in sections if list((root / p).glob("*/geometry.json"))]
+print("results from:", ", ".join(sorted({p for p, _, _ in sections})))""")
 
 BADGES = lambda name: f"""[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb) [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb)"""
 
-PARAMS = ("params", """# Presets whose committed results this page reads (results/<preset>/<run>/*).
-presets = ["cpu-default", "cifar10-jpeg-cpu", "h100-cifar10-jpeg"]
+PARAMS = ("params", """# Sections of this page: [preset, title, LCNN lambda to show (None: all runs)].
+# Each reads the committed results/<preset>/<run>/ files; missing presets are skipped.
+sections = [
+    ["cpu-default", "MNIST-5k, ResNet-18 width 8 (CPU)", None],
+    ["cifar10-jpeg-cpu", "CIFAR-10 JPEG copy, ResNet-18 width 8 (CPU)", None],
+    ["h100-cifar10-jpeg", "CIFAR-10 JPEG copy, ResNet-18 width 64, H100, lambda = 1e-2 (the team's)", 1e-2],
+    ["h100-cifar10-jpeg", "CIFAR-10 JPEG copy, ResNet-18 width 64, H100, lambda = 1e-3 (the paper's)", 1e-3],
+]
 results_dir = None  # None: the repository's results/ folder""")
 
 nb([
@@ -77,21 +83,18 @@ This page reads `results/<preset>/*/geometry.json` and `history.csv`; it trains 
                                      "cf_mean": "E C_f Lanczos", "cf_ref_mean": "E C_f reference"}).round(3))
     return summary"""),
  ("code", """summaries = {}
-if "cpu-default" in available:
-    summaries["mnist"] = show_preset("cpu-default", title="MNIST-5k (CPU)")
-if "cifar10-jpeg-cpu" in available:
-    summaries["cifar_cpu"] = show_preset("cifar10-jpeg-cpu", title="CIFAR-10 JPEG copy, narrow ResNet-18 (CPU)")
-if "h100-cifar10-jpeg" in available:
-    summaries["h100_team"] = show_preset("h100-cifar10-jpeg", lam=1e-2, title="CIFAR-10 JPEG copy, full ResNet-18, H100, λ = 1e-2 (the team's)")
-    summaries["h100_paper"] = show_preset("h100-cifar10-jpeg", lam=1e-3, title="CIFAR-10 JPEG copy, full ResNet-18, H100, λ = 1e-3 (the paper's)")"""),
+for preset, title, lam in sections:
+    key = preset if lam is None else f"{preset}-lam{lam:g}"
+    summaries[key] = show_preset(preset, lam=lam, title=title)"""),
  ("md", "## Does the paper's ordering hold?\n\nThe paper's ordering is $\\mathbb{E}C_f$(Standard) > $\\mathbb{E}C_f$(LCNN) > $\\mathbb{E}C_f$(LCNN + GradReg)."),
  ("code", """rows = []
 for key, s in summaries.items():
     holds = report.ordering(s, "cf")
+    holds_text = "incomplete (a model is missing)" if holds is None else "holds" if holds else "does not hold"
     vals = s.set_index("variant")["cf_mean"]
     rows.append(dict(setting=key, **{report.VARIANT_LABELS[v]: round(vals[v], 3) for v in ["standard", "lcnn", "lcnn_gradreg"] if v in vals},
-                     ordering="holds" if holds else "does not hold"))
-    glue(f"{key}_ordering", "holds" if holds else "does not hold", display=False)
+                     ordering=holds_text))
+    glue(f"{key}_ordering", holds_text, display=False)
     for v in ["standard", "lcnn", "gradreg", "lcnn_gradreg"]:
         if v in vals:
             glue(f"{key}_cf_{v}", float(vals[v]), display=False)
@@ -116,8 +119,8 @@ This page reads `results/<preset>/*/robustness.csv`."""),
     df = report.robustness(preset, root)
     runs = report.load_runs(preset, root)
     if lam is not None:
-        df = df[~df.variant.isin(["lcnn", "lcnn_gradreg"]) | df.run.str.contains(f"lam{lam:.0e}".replace("e-0", "e-"))]
         runs = runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)]
+        df = df[df.run.isin(runs.run)]
     agg = df.groupby(["label", "magnitude"]).agg(mean=("relative_change_mean", "mean"), std=("relative_change_std", "mean"),
                                                  first=("first_order_mean", "mean")).reset_index()
     palette = dict(zip(sorted(agg.label.unique()), sns.color_palette("colorblind")))
@@ -130,14 +133,9 @@ This page reads `results/<preset>/*/robustness.csv`."""),
     ax.figure.text(0.01, -0.02, "Scale: " + report.scale_line(runs), fontsize=7, wrap=True)
     return agg"""),
  ("code", """curves = {}
-if "cpu-default" in available:
-    curves["mnist"] = plot_preset("cpu-default", "MNIST-5k, ResNet-18 width 8 (CPU)")
-    plt.show()
-if "cifar10-jpeg-cpu" in available:
-    curves["cifar_cpu"] = plot_preset("cifar10-jpeg-cpu", "CIFAR-10 JPEG, ResNet-18 width 8 (CPU)")
-    plt.show()
-if "h100-cifar10-jpeg" in available:
-    curves["h100"] = plot_preset("h100-cifar10-jpeg", "CIFAR-10 JPEG, ResNet-18, H100, λ = 1e-2", lam=1e-2)
+for preset, title, lam in sections:
+    key = preset if lam is None else f"{preset}-lam{lam:g}"
+    curves[key] = plot_preset(preset, title, lam=lam)
     plt.show()"""),
  ("md", "## LCNN vs Standard at every noise level\n\nThe ratio of LCNN's mean relative change to Standard's (below 1: LCNN's gradients are more robust), beside the paper's implied ratio of $\\mathbb{E}C_f$ on CIFAR-10 (55 / 170 = 0.32)."),
  ("code", """rows = []
@@ -181,11 +179,10 @@ paper.index = [report.VARIANT_LABELS[v] for v in paper.index]
 display(Markdown("**Paper (CIFAR-100, ResNet-18, 200 epochs)**"))
 paper"""),
  ("code", """tables = {}
-for preset, title, lam in [("cpu-default", "MNIST-5k (CPU)", None), ("cifar10-jpeg-cpu", "CIFAR-10 JPEG, narrow ResNet-18 (CPU)", None),
-                           ("h100-cifar10-jpeg", "CIFAR-10 JPEG, ResNet-18, H100, λ = 1e-2", 1e-2)]:
-    if preset in available:
-        display(Markdown(f"**{title}**"))
-        tables[preset] = pgd_table(preset, lam)"""),
+for preset, title, lam in sections:
+    key = preset if lam is None else f"{preset}-lam{lam:g}"
+    display(Markdown(f"**{title}**"))
+    tables[key] = pgd_table(preset, lam)"""),
  ("code", """rows = []
 for preset, t in tables.items():
     if {"LCNN", "Standard"} <= set(t.index):
@@ -219,7 +216,7 @@ from myst_nb import glue
 from lcnn_core import report
 
 sns.set_theme(context="notebook", style="whitegrid")
-root = report.results_root() if results_dir is None else results_dir
+root = report.results_root() if results_dir is None else report.Path(results_dir)
 runs = report.load_runs(ablation_preset, root)
 hist = report.history(ablation_preset, root)
 last = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")

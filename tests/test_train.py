@@ -1,0 +1,140 @@
+"""Training: resume gives the same final weights, and bad input fails cleanly (one line,
+non-zero exit, nothing partial written)."""
+import pytest
+import torch
+
+from lcnn_core import train as train_mod
+from lcnn_core.cli import main
+from lcnn_core.config import ConfigError, resolve
+from lcnn_core.regularizers import reference_gradreg_coefficient
+from lcnn_core.train import TrainingError, load_checkpoint, train
+
+TINY = dict(dataset="mnist5k", n_train=96, n_test=40, arch="small_cnn", width=3, epochs=2, batch_size=32,
+            augment=False, variant="lcnn")
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "model.pt", weights_only=False)["model"]
+
+
+@pytest.mark.parametrize("variant", ["lcnn", "lcnn_gradreg"])
+def test_resume_after_interruption_gives_identical_final_weights(tmp_path, monkeypatch, variant):
+    cfg = dict(TINY, variant=variant)
+    full = train(cfg, out=tmp_path / "a", progress=False)
+    calls = {"n": 0}
+    real = train_mod.test_accuracy
+
+    def interrupt_in_epoch_2(model, data, batch_size=500):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed during epoch 2, after epoch 1's checkpoint
+        return real(model, data, batch_size)
+
+    monkeypatch.setattr(train_mod, "test_accuracy", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "b", progress=False)
+    run_b = tmp_path / "b" / "custom" / f"{variant}-s0"
+    assert load_checkpoint(run_b / "checkpoint.pt")["epoch"] == 1
+    assert not (run_b / "provenance.json").exists()
+    monkeypatch.setattr(train_mod, "test_accuracy", real)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg, out=tmp_path / "b", progress=False)
+    resumed = train(cfg, out=tmp_path / "b", resume=True, progress=False)
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_seed_is_part_of_the_run_name_so_seeds_never_overwrite(tmp_path):
+    d0 = train(dict(TINY, epochs=1, seed=0), out=tmp_path, progress=False)
+    d1 = train(dict(TINY, epochs=1, seed=1), out=tmp_path, progress=False)
+    assert d0 != d1 and (d0 / "model.pt").exists() and (d1 / "model.pt").exists()
+    assert not torch.equal(_weights(d0)["0.weight"], _weights(d1)["0.weight"])
+
+
+def test_run_directory_holds_config_history_model_and_provenance(tmp_path):
+    import json
+    import pandas as pd
+    d = train(dict(TINY, epochs=1), out=tmp_path, progress=False)
+    hist = pd.read_csv(d / "history.csv")
+    assert {"train_loss", "test_acc", "mean_beta", "log10_prod_gamma", "epoch_time"} <= set(hist.columns)
+    prov = json.loads((d / "provenance.json").read_text())
+    assert {"git_sha", "git_dirty", "torch", "hardware", "preset", "seed", "started_utc", "finished_utc",
+            "wall_time_s"} <= set(prov)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    real = train_mod.training_loss
+    calls = {"n": 0}
+
+    def nan_in_epoch_2(model, x, y, cfg):
+        calls["n"] += 1
+        loss, logits = real(model, x, y, cfg)
+        return (loss * float("nan") if calls["n"] == 5 else loss), logits  # 3 steps per epoch
+
+    monkeypatch.setattr(train_mod, "training_loss", nan_in_epoch_2)
+    with pytest.raises(TrainingError, match="epoch 2, step 2"):
+        train(TINY, out=tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / "custom" / "lcnn-s0" / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def _cli(capsys, *args):
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--preset", "smoke", "--set", "epoch=3"], "did you mean 'epochs'"),
+    (["--preset", "smoke", "--set", "epochs=many"], "epochs must be an integer"),
+    (["--preset", "smoke", "--set", "lr=[1]"], "lr must be a number"),
+    (["--preset", "smoke", "--variant", "relu"], "unknown training variant 'relu'"),
+    (["--preset", "smoke", "--set", "dataset=cifar100", "--set", "num_classes=10"], "cifar100 has 100 classes"),
+])
+def test_bad_cli_input_gives_one_line_error_and_writes_nothing(tmp_path, capsys, args, message):
+    code, err = _cli(capsys, "train", *args, "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"))
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "res").exists()
+
+
+def test_missing_data_is_reported_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    import lcnn_core.data as data
+    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
+    code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--set", "dataset=cifar10-jpeg",
+                     "--set", f"data_root={tmp_path / 'nodata'}", "--out", str(tmp_path / "runs"), "--no-eval")
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_checkpoint_and_changed_config_are_refused(tmp_path, capsys):
+    out = tmp_path / "runs"
+    run = out / "smoke" / "lcnn-s0"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--out", str(out), "--resume", "--no-eval")
+    assert code == 2 and "corrupt" in err
+    (run / "checkpoint.pt").unlink()
+    cfg = resolve(dict(TINY))
+    train_mod.atomic_save(dict(model={}, config=dict(cfg, lr=0.5)), run / "checkpoint.pt")
+    code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--out", str(out), "--resume", "--no-eval")
+    assert code == 2 and "config differs in" in err and "lr" in err
+
+
+def test_reference_gradreg_coefficient_matches_the_papers_convention():
+    assert reference_gradreg_coefficient(1e-3, 128) == pytest.approx(0.0061, abs=1e-4)
+    assert resolve({})["gradreg"] == pytest.approx(reference_gradreg_coefficient(1e-3, 128), rel=0.01)
+
+
+def test_no_weight_decay_on_beta_and_gamma():
+    from lcnn_core.models import small_cnn
+    model = small_cnn("lcnn", width=2)
+    opt = train_mod.optimizer_for(model, resolve({}))
+    no_decay = opt.param_groups[1]
+    assert no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith(("log_beta", "log_gamma")) for p in no_decay["params"])
+    assert len(no_decay["params"]) == 6  # 3 log beta + 3 log gamma
+    assert opt.param_groups[0]["weight_decay"] == 5e-4 and opt.param_groups[0]["params"]
