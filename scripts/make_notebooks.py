@@ -280,7 +280,8 @@ repository = "https://github.com/lcnn-repro/lcnn-book" """),
 on_kaggle = "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 on_colab = "COLAB_RELEASE_TAG" in os.environ or "google.colab" in sys.modules
 if install or on_kaggle or on_colab:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"git+{repository}"], check=True)
+    # --no-deps keeps the platform's own torch; mlxtend is the one dependency they may lack
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", f"git+{repository}", "mlxtend"], check=True)
 if on_kaggle:
     work = "/kaggle/working"
 elif on_colab and os.path.isdir("/content/drive/MyDrive"):
