@@ -31,18 +31,18 @@ from lcnn_core import report
 sns.set_theme(context="notebook", style="whitegrid")
 pd.set_option("display.max_colwidth", 40)
 root = report.results_root() if results_dir is None else report.Path(results_dir)
-sections = [(p, t, lam) for p, t, lam in sections if list((root / p).glob("*/geometry.json"))]
-print("results from:", ", ".join(sorted({p for p, _, _ in sections})))""")
+sections = [s for s in sections if list((root / s[0]).glob("*/geometry.json"))]
+print("results from:", ", ".join(sorted({s[0] for s in sections})))""")
 
 BADGES = lambda name: f"""[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb) [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb)"""
 
-PARAMS = ("params", """# Sections of this page: [preset, title, LCNN lambda to show (None: all runs)].
+PARAMS = ("params", """# Sections of this page: [preset, title, LCNN lambda to show (None: all runs), glue-key prefix].
 # Each reads the committed results/<preset>/<run>/ files; missing presets are skipped.
 sections = [
-    ["cpu-default", "MNIST-5k, ResNet-18 width 8 (CPU)", None],
-    ["cifar10-jpeg-cpu", "CIFAR-10 JPEG copy, ResNet-18 width 8 (CPU)", None],
-    ["h100-cifar10-jpeg", "CIFAR-10 JPEG copy, ResNet-18 width 64, H100, lambda = 1e-2 (the team's)", 1e-2],
-    ["h100-cifar10-jpeg", "CIFAR-10 JPEG copy, ResNet-18 width 64, H100, lambda = 1e-3 (the paper's)", 1e-3],
+    ["cpu-default", "MNIST-5k, ResNet-18 width 8 (CPU)", None, "mnist"],
+    ["cifar10-jpeg-cpu", "CIFAR-10 JPEG copy, ResNet-18 width 8 (CPU)", None, "cifar_cpu"],
+    ["h100-cifar10-jpeg", "CIFAR-10 JPEG copy, ResNet-18 width 64, H100, lambda = 1e-3 (the paper's)", 1e-3, "h100_paper"],
+    ["h100-cifar10-jpeg", "CIFAR-10 JPEG copy, ResNet-18 width 64, H100, lambda = 1e-2 (the team's)", 1e-2, "h100_team"],
 ]
 results_dir = None  # None: the repository's results/ folder""")
 
@@ -83,8 +83,7 @@ This page reads `results/<preset>/*/geometry.json` and `history.csv`; it trains 
                                      "cf_mean": "E C_f Lanczos", "cf_ref_mean": "E C_f reference"}).round(3))
     return summary"""),
  ("code", """summaries = {}
-for preset, title, lam in sections:
-    key = preset if lam is None else f"{preset}-lam{lam:g}"
+for preset, title, lam, key in sections:
     summaries[key] = show_preset(preset, lam=lam, title=title)"""),
  ("md", "## Does the paper's ordering hold?\n\nThe paper's ordering is $\\mathbb{E}C_f$(Standard) > $\\mathbb{E}C_f$(LCNN) > $\\mathbb{E}C_f$(LCNN + GradReg)."),
  ("code", """rows = []
@@ -133,8 +132,7 @@ This page reads `results/<preset>/*/robustness.csv`."""),
     ax.figure.text(0.01, -0.02, "Scale: " + report.scale_line(runs), fontsize=7, wrap=True)
     return agg"""),
  ("code", """curves = {}
-for preset, title, lam in sections:
-    key = preset if lam is None else f"{preset}-lam{lam:g}"
+for preset, title, lam, key in sections:
     curves[key] = plot_preset(preset, title, lam=lam)
     plt.show()"""),
  ("md", "## LCNN vs Standard at every noise level\n\nThe ratio of LCNN's mean relative change to Standard's (below 1: LCNN's gradients are more robust), beside the paper's implied ratio of $\\mathbb{E}C_f$ on CIFAR-10 (55 / 170 = 0.32)."),
@@ -179,8 +177,7 @@ paper.index = [report.VARIANT_LABELS[v] for v in paper.index]
 display(Markdown("**Paper (CIFAR-100, ResNet-18, 200 epochs)**"))
 paper"""),
  ("code", """tables = {}
-for preset, title, lam in sections:
-    key = preset if lam is None else f"{preset}-lam{lam:g}"
+for preset, title, lam, key in sections:
     display(Markdown(f"**{title}**"))
     tables[key] = pgd_table(preset, lam)"""),
  ("code", """rows = []

@@ -49,7 +49,7 @@ def test_notebook_runs_under_papermill(smoke_results, tmp_path, name):
     import papermill as pm
     out = tmp_path / f"{name}.ipynb"
     pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), kernel_name="python3", progress_bar=False,
-                        cwd=str(tmp_path), parameters=dict(sections=[["smoke", "smoke test", None]],
+                        cwd=str(tmp_path), parameters=dict(sections=[["smoke", "smoke test", None, "smoke"]],
                                                            results_dir=str(smoke_results)))
     text = out.read_text()
     assert "Traceback" not in text and "smoke" in text
