@@ -220,7 +220,8 @@ class SNConv2d(nn.Conv2d):
             u = F.conv_transpose2d(v, self.weight, stride=self.stride, padding=self.padding,
                                    output_padding=self.out_pad)
             self.u.copy_(u / u.norm().clamp_min(1e-30))
-        sigma = self._conv(self.u, self.weight).norm()
+        # a copy: a second forward in the same graph (CURE) updates the buffer in place
+        sigma = self._conv(self.u.clone(), self.weight).norm()
         self.sigma.copy_(sigma.detach())
         return sigma
 
@@ -269,7 +270,7 @@ class SNLinear(nn.Linear):
             self.u.copy_(u / u.norm().clamp_min(1e-30))
             v = self.weight @ self.u
             v = v / v.norm().clamp_min(1e-30)
-        sigma = v @ self.weight @ self.u
+        sigma = v @ self.weight @ self.u.clone()  # a copy, as in SNConv2d
         self.sigma.copy_(sigma.detach())
         return F.linear(x, self.weight / sigma, self.bias)
 

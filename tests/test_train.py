@@ -46,6 +46,13 @@ def test_resume_after_interruption_gives_identical_final_weights(tmp_path, monke
         assert torch.equal(a[k], b[k]), k
 
 
+@pytest.mark.parametrize("variant", ["standard", "lcnn", "gradreg", "lcnn_gradreg", "cure", "softplus_wd", "adv"])
+def test_every_training_variant_trains_one_epoch(tmp_path, variant):
+    d = train(dict(TINY, variant=variant, epochs=1, n_train=64), out=tmp_path, progress=False)
+    w = _weights(d)
+    assert all(torch.isfinite(v).all() for v in w.values() if v.is_floating_point())
+
+
 def test_seed_is_part_of_the_run_name_so_seeds_never_overwrite(tmp_path):
     d0 = train(dict(TINY, epochs=1, seed=0), out=tmp_path, progress=False)
     d1 = train(dict(TINY, epochs=1, seed=1), out=tmp_path, progress=False)
