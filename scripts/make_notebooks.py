@@ -205,6 +205,7 @@ This page reads `results/ablation-mnist/*` and `results/h100-cifar10-jpeg/*`."""
 gpu_preset = "h100-cifar10-jpeg"
 results_dir = None"""),
  ("code", """import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
@@ -215,6 +216,8 @@ from lcnn_core import report
 sns.set_theme(context="notebook", style="whitegrid")
 root = report.results_root() if results_dir is None else report.Path(results_dir)
 runs = report.load_runs(ablation_preset, root)
+if runs.empty:
+    raise SystemExit(f"no results for {ablation_preset}: run scripts/ablation.sh first")
 hist = report.history(ablation_preset, root)
 last = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")
 runs = runs.set_index("run")
@@ -237,12 +240,10 @@ sns.lineplot(data=long, x="epoch", y="log10_prod_gamma", hue="lam_label", ax=axe
 axes[1].set(title="log₁₀ Π γ over training", ylabel="log₁₀ Π γ")
 plt.tight_layout(); plt.show()"""),
  ("code", """acc = runs.reset_index().pivot_table(index="lam", columns="epochs", values="accuracy")
-base = acc.loc[0.0]
-drop_lam = float(base[acc.columns.max()] - acc.loc[1e-2, acc.columns.max()])     # λ effect at the long budget
-drop_epochs = float(acc.loc[1e-3, acc.columns.max()] - acc.loc[1e-3, acc.columns.min()])  # budget effect at the paper's λ
-glue("ablation_drop_lam", drop_lam, display=False)
-glue("ablation_drop_epochs", drop_epochs, display=False)
-glue("ablation_acc_lam1e-1_long", float(acc.loc[1e-1, acc.columns.max()]), display=False)
+lam_key = lambda lam: "0" if lam == 0 else f"1e{round(np.log10(lam))}"
+for lam, row in acc.iterrows():
+    for epochs, value in row.items():
+        glue(f"ablation_acc_{lam_key(lam)}_e{epochs}", float(value), display=False)
 acc.round(1)"""),
  ("md", "## At full width on CIFAR-10 (H100)"),
  ("code", """gpu = report.load_runs(gpu_preset, root) if (root / gpu_preset).is_dir() else pd.DataFrame()
@@ -254,7 +255,7 @@ if len(gpu):
     for v in ["lcnn", "lcnn_gradreg"]:
         for lam in [1e-3, 1e-2]:
             if (v, lam) in sel.index:
-                glue(f"gpu_acc_{v}_{lam:g}", float(sel[(v, lam)]), display=False)
+                glue(f"gpu_acc_{v}_{lam_key(lam)}", float(sel[(v, lam)]), display=False)
     if ("standard", 1e-2) in sel.index:
         glue("gpu_acc_standard", float(sel[("standard", 1e-2)]), display=False)
 else:
