@@ -19,9 +19,8 @@ import inspect
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .metrics import model_device_dtype, check_batch, check_labels, eval_mode
+from .metrics import check_batch, check_labels, eval_mode, sample_batches
 
 NORMS = ("linf", "l2")
 PGD_STEP_RULE = "2.5 * eps / steps"
@@ -219,19 +218,10 @@ def robust_accuracy(model, batches, eps_list=(0.05, 0.1, 0.15, 0.2), attack="pgd
     eps_list = [float(e) for e in eps_list]
     if any(not e >= 0 for e in eps_list):
         raise ValueError(f"every eps must be >= 0, got {eps_list}")
-    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
     fn = ATTACKS[attack]
-    device, dtype = model_device_dtype(model)
     clean_correct, robust_correct, seen = 0, [0] * len(eps_list), 0
-    bar = tqdm(total=max_samples, disable=not progress, unit="img", desc=f"{attack}")
     with eval_mode(model):
-        for x, y in batches:
-            if max_samples is not None:
-                x, y = x[:max_samples - seen], y[:max_samples - seen]
-            y = check_batch(x, y)
-            if device is not None:
-                x, y = x.to(device=device, dtype=dtype), y.to(device)
+        for x, y in sample_batches(model, batches, max_samples, attack, progress):
             with torch.no_grad():
                 logits = model(x)
             check_labels(y, logits)
@@ -243,12 +233,6 @@ def robust_accuracy(model, batches, eps_list=(0.05, 0.1, 0.15, 0.2), attack="pgd
                     adv_correct = model(x_adv).argmax(1) == y
                 robust_correct[j] += int((correct & adv_correct).sum())
             seen += len(x)
-            bar.update(len(x))
-            if max_samples is not None and seen >= max_samples:
-                break
-    bar.close()
-    if seen == 0:
-        raise ValueError("no samples: batches is empty")
     return {
         "attack": attack,
         "settings": settings,

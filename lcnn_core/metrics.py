@@ -420,6 +420,29 @@ def model_device_dtype(model):
     return None, None
 
 
+def sample_batches(model, batches, max_samples=None, desc="", progress=True):
+    """Yield checked (x, y) batches on the model's device and dtype, at most ``max_samples``
+    samples in all, with a tqdm bar; ValueError if there is no sample at all."""
+    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
+        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+    device, dtype = model_device_dtype(model)
+    seen = 0
+    with tqdm(total=max_samples, disable=not progress, unit="img", desc=desc) as bar:
+        for x, y in batches:
+            if max_samples is not None:
+                x, y = x[:max_samples - seen], y[:max_samples - seen]
+            y = check_batch(x, y)
+            if device is not None:
+                x, y = x.to(device=device, dtype=dtype), y.to(device)
+            yield x, y
+            seen += len(x)
+            bar.update(len(x))
+            if max_samples is not None and seen >= max_samples:
+                break
+    if seen == 0:
+        raise ValueError("no samples: batches is empty")
+
+
 def evaluate_geometry(model, batches, max_samples=None, hessian_methods=("lanczos", "reference"),
                       progress=True, return_samples=False, output="loss", iters=None, tol=DEFAULT_TOL,
                       seed=0, eps=CURVATURE_EPS):
@@ -442,21 +465,12 @@ def evaluate_geometry(model, batches, max_samples=None, hessian_methods=("lanczo
         if m not in HESSIAN_METHODS:
             raise ValueError(f"unknown method {m!r}; allowed: {', '.join(HESSIAN_METHODS)}")
     _check_output(output)
-    if max_samples is not None and (not isinstance(max_samples, int) or max_samples < 1):
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
-    device, dtype = model_device_dtype(model)
     cols = {k: [] for k in ["label", "correct", "grad_norm"]
             + [f"{p}_{m}" for m in methods for p in ("hess_norm", "curvature", "iterations")]}
     hvps = dict.fromkeys(methods, 0)
     seen = 0
-    bar = tqdm(total=max_samples, disable=not progress, unit="img", desc="geometry")
     with eval_mode(model):
-        for i, (x, y) in enumerate(batches):
-            if max_samples is not None:
-                x, y = x[:max_samples - seen], y[:max_samples - seen]
-            y = check_batch(x, y)
-            if device is not None:
-                x, y = x.to(device=device, dtype=dtype), y.to(device)
+        for i, (x, y) in enumerate(sample_batches(model, batches, max_samples, "geometry", progress)):
             grad, logits, _ = _input_gradient(model, x, y, output)
             gnorm = _rows(grad).norm(dim=1)
             cols["label"].append(y.cpu().numpy())
@@ -471,12 +485,6 @@ def evaluate_geometry(model, batches, max_samples=None, hessian_methods=("lanczo
                     normalized_curvature(gnorm, h.norm, eps).double().cpu().numpy())
                 cols[f"iterations_{m}"].append(h.iterations.cpu().numpy())
             seen += len(x)
-            bar.update(len(x))
-            if max_samples is not None and seen >= max_samples:
-                break
-    bar.close()
-    if seen == 0:
-        raise ValueError("no samples: batches is empty")
     samples = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
     samples.insert(0, "sample", np.arange(seen))
     row = {"n_samples": seen, "accuracy": 100.0 * float(samples["correct"].mean()), "output": output,
