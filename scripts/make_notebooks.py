@@ -1,23 +1,4 @@
-import nbformat as nbf
-from nbformat.v4 import new_notebook, new_code_cell, new_markdown_cell
-
-def nb(cells, path):
-    n = new_notebook()
-    n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    n.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
-    out = []
-    for c in cells:
-        if c[0] == "md":
-            out.append(new_markdown_cell(c[1]))
-        else:
-            cell = new_code_cell(c[1])
-            if c[0] == "params":
-                cell.metadata["tags"] = ["parameters"]
-            if c[0] == "hide":
-                cell.metadata["tags"] = ["remove-input"]
-            out.append(cell)
-    n.cells = out
-    nbf.write(n, path)
+from nbgen import BADGES, nb
 
 SETUP = ("code", """import warnings
 import matplotlib.pyplot as plt
@@ -34,7 +15,6 @@ root = report.results_root() if results_dir is None else report.Path(results_dir
 sections = [s for s in sections if list((root / s[0]).glob("*/geometry.json"))]
 print("results from:", ", ".join(sorted({s[0] for s in sections})))""")
 
-BADGES = lambda name: f"""[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb) [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb)"""
 
 PARAMS = ("params", """# Sections of this page: [preset, title, LCNN lambda to show (None: all runs), glue-key prefix].
 # Each reads the committed results/<preset>/<run>/ files; missing presets are skipped.
