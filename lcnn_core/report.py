@@ -182,3 +182,9 @@ def scale_line(runs):
     return (f"{r['dataset']}, {r['n_train']:,} training images, {r['arch']} width {r['width']}, "
             f"{r['epochs']} epochs, {seeds} seed{'s' if seeds > 1 else ''}, {r['eval_samples']} test images "
             f"for the geometry, {r['hardware']}")
+
+
+def linear_baseline(dataset, root=None):
+    """Test accuracy (%) of softmax regression on the pixels (scripts/linear_baseline.py), or NaN."""
+    f = (Path(root) if root else results_root()) / "linear-baseline" / f"{dataset}.json"
+    return float(json.loads(f.read_text())["accuracy"]) if f.exists() else float("nan")

@@ -220,10 +220,18 @@ sns.lineplot(data=long, x="epoch", y="log10_prod_gamma", hue="lam_label", ax=axe
 axes[1].set(title="log₁₀ Π γ over training", ylabel="log₁₀ Π γ")
 plt.tight_layout(); plt.show()"""),
  ("code", """acc = runs.reset_index().pivot_table(index="lam", columns="epochs", values="accuracy")
+runs["train_acc"] = last["train_acc"]
 lam_key = lambda lam: "0" if lam == 0 else f"1e{round(np.log10(lam))}"
-for lam, row in acc.iterrows():
-    for epochs, value in row.items():
-        glue(f"ablation_acc_{lam_key(lam)}_e{epochs}", float(value), display=False)
+# Every key the prose below cites is glued, NaN where a run is missing, so a partial sweep still builds.
+for lam in (0, 1e-3, 1e-2, 1e-1):
+    for epochs in sorted(set(runs.epochs) | {5, 20}):
+        sel = runs[(runs.lam == lam) & (runs.epochs == epochs)]
+        for col, name in (("accuracy", "acc"), ("train_acc", "train_acc"), ("mean_beta", "beta")):
+            glue(f"ablation_{name}_{lam_key(lam)}_e{epochs}", float(sel[col].mean()) if len(sel) else float("nan"), display=False)
+for dataset, key in (("mnist5k", "mnist"), ("cifar10-jpeg", "cifar10")):
+    glue(f"linear_acc_{key}", report.linear_baseline(dataset, root), display=False)
+print(f"softmax regression on the pixels: MNIST-5k {report.linear_baseline('mnist5k', root):.1f} %, "
+      f"CIFAR-10 JPEG {report.linear_baseline('cifar10-jpeg', root):.1f} % (results/linear-baseline)")
 acc.round(1)"""),
  ("md", "## At full width on CIFAR-10 (H100)"),
  ("code", """gpu = report.load_runs(gpu_preset, root) if (root / gpu_preset).is_dir() else pd.DataFrame()
@@ -231,39 +239,57 @@ if len(gpu):
     t = gpu[["label", "lam", "epochs", "accuracy", "cf", "mean_beta", "sum_abs_log_gamma", "wall_time_s"]].sort_values(["label", "lam"]).round(3)
     display(Markdown(f"*Scale:* {report.scale_line(gpu)}."))
     display(t)
-    sel = gpu.set_index(["variant", "lam"]).accuracy
-    for v in ["lcnn", "lcnn_gradreg"]:
-        for lam in [1e-3, 1e-2]:
-            if (v, lam) in sel.index:
-                glue(f"gpu_acc_{v}_{lam_key(lam)}", float(sel[(v, lam)]), display=False)
-    if ("standard", 1e-2) in sel.index:
-        glue("gpu_acc_standard", float(sel[("standard", 1e-2)]), display=False)
+    gpu_last = report.history(gpu_preset, root).sort_values("epoch").groupby("run").tail(1).set_index("run")
+    gpu["train_acc"] = gpu.run.map(gpu_last["train_acc"])
+    gpu = gpu.set_index(["variant", "lam"])
 else:
-    print("no GPU results committed")"""),
+    print("no GPU results committed")
+for v in ["lcnn", "lcnn_gradreg", "standard"]:
+    for lam in [1e-3, 1e-2]:
+        row = gpu.loc[(v, lam)] if len(gpu) and (v, lam) in gpu.index else None
+        for col, name in (("accuracy", "acc"), ("train_acc", "train_acc"), ("mean_beta", "beta"), ("cf", "cf")):
+            glue(f"gpu_{name}_{v}_{lam_key(lam)}", float(row[col]) if row is not None else float("nan"), display=False)"""),
  ("md", """## The answer
 
-**It is λ, not the number of epochs.** On MNIST-5k, LCNN at the paper's λ = 1e-3 reaches
-{glue:text}`ablation_acc_1e-3_e5:.1f` % after 5 epochs and {glue:text}`ablation_acc_1e-3_e20:.1f` % after 20,
-as good as without the penalty ({glue:text}`ablation_acc_0_e5:.1f` % / {glue:text}`ablation_acc_0_e20:.1f` %).
-At the team's λ = 1e-2 it collapses to {glue:text}`ablation_acc_1e-2_e5:.1f` % after 5 epochs
-({glue:text}`ablation_acc_1e-2_e20:.1f` % after 20), and at 1e-1 to {glue:text}`ablation_acc_1e-1_e5:.1f` % /
-{glue:text}`ablation_acc_1e-1_e20:.1f` %. On real CIFAR-10 images at full width (10 epochs on an H100, one seed),
-LCNN reaches {glue:text}`gpu_acc_lcnn_1e-3:.1f` % at λ = 1e-3 and {glue:text}`gpu_acc_lcnn_1e-2:.1f` % at λ = 1e-2,
-against {glue:text}`gpu_acc_standard:.1f` % for Standard; LCNN + GradReg gives {glue:text}`gpu_acc_lcnn_gradreg_1e-3:.1f` %
-and {glue:text}`gpu_acc_lcnn_gradreg_1e-2:.1f` %. A short schedule alone does not cost accuracy (both our budgets are
-shorter than the team's 50 epochs); the tenfold λ does, and it does so at every budget we tried.
+**It is λ; a short schedule only makes a large λ worse.** On MNIST-5k, LCNN at the paper's λ = 1e-3 reaches
+{glue:text}`ablation_acc_1e-3_e5:.1f` % test accuracy after 5 epochs and {glue:text}`ablation_acc_1e-3_e20:.1f` % after 20,
+as good as without the penalty ({glue:text}`ablation_acc_0_e5:.1f` % / {glue:text}`ablation_acc_0_e20:.1f` %): a four times
+shorter schedule costs nothing by itself. At the team's λ = 1e-2 the 5-epoch model scores
+{glue:text}`ablation_acc_1e-2_e5:.1f` % on the test set while fitting {glue:text}`ablation_train_acc_1e-2_e5:.1f` % of the
+training set in training mode, and given 20 epochs it recovers to {glue:text}`ablation_acc_1e-2_e20:.1f` %. At λ = 1e-1 it
+stays at {glue:text}`ablation_acc_1e-1_e5:.1f` % / {glue:text}`ablation_acc_1e-1_e20:.1f` %, below softmax regression on the
+same pixels ({glue:text}`linear_acc_mnist:.1f` %).
 
-**Why.** The penalty λ_γ Σ|log γ| acts on the *logarithm* of γ, one term per clipped batch norm (20 in ResNet-18):
-its gradient does not shrink as γ falls, so with λ = 1e-2 SGD lowers every log γ by a fixed amount per step until the clip
-min(1, γ·scale) starts scaling activations down in every layer. The trajectories above show Π γ falling by many orders of
-magnitude at λ = 1e-2, and β falling towards the linear regime. Since the last layer is spectrally normalised
-(‖W‖ ≤ 1), the logits of such a network cannot grow large enough to fit the data: the curvature is tiny (E C_f close to 0)
-because the network is nearly linear and nearly flat, not because it learned a smooth decision function.
+On real CIFAR-10 images at full width (10 epochs on an H100, one seed) the picture is sharper. LCNN reaches
+{glue:text}`gpu_acc_lcnn_1e-3:.1f` % at λ = 1e-3, level with Standard ({glue:text}`gpu_acc_standard_1e-2:.1f` %),
+but {glue:text}`gpu_acc_lcnn_1e-2:.1f` % at λ = 1e-2, with a training accuracy of only
+{glue:text}`gpu_train_acc_lcnn_1e-2:.1f` %; LCNN + GradReg gives {glue:text}`gpu_acc_lcnn_gradreg_1e-3:.1f` % and
+{glue:text}`gpu_acc_lcnn_gradreg_1e-2:.1f` %. Softmax regression on the same pixels scores
+{glue:text}`linear_acc_cifar10:.1f` %: the λ = 1e-2 network is about as accurate as a linear classifier.
 
-**Limits.** MNIST-5k with a width-8 ResNet-18 and 10-epoch full-width CIFAR-10 runs, one seed each; the team's 50-epoch run
-and the paper's 200 epochs were not repeated here (the `team-cifar10` preset does that on a Kaggle/Colab GPU). What we do
-show is that the collapse appears at λ = 1e-2 on two datasets and two widths and does not appear at λ = 1e-3, at budgets
-both shorter and longer (relative to the paper's schedule) than the team's."""),
+**Why.** The penalty λ_β Σβ pulls every softplus sharpness β down. At λ = 1e-2 the mean β falls from 5 to
+{glue:text}`gpu_beta_lcnn_1e-2:.2f` within ten CIFAR-10 epochs (at λ = 1e-3 it ends at {glue:text}`gpu_beta_lcnn_1e-3:.2f`).
+A centered softplus with a small β is nearly linear,
+
+$$
+s_\beta(x) = \tfrac{1}{\beta}\log(1 + e^{\beta x}) - \tfrac{\log 2}{\beta} = \tfrac{x}{2} + \tfrac{\beta x^2}{8} + O(\beta^3 x^4),
+$$
+
+so the whole network drifts towards a linear map: it underfits, and its accuracy falls towards that of a linear classifier.
+Its curvature is then tiny (E C_f = {glue:text}`gpu_cf_lcnn_1e-2:.2f` against {glue:text}`gpu_cf_lcnn_1e-3:.1f` at
+λ = 1e-3) because the function is nearly linear, not because it learned a smooth decision function. On MNIST, where a linear
+classifier is already good, the same drift costs little once training settles; the 5-epoch λ = 1e-2 model instead shows a
+train/eval gap: its batch-norm running statistics, which set the eval-mode clip, lag behind weights and β that are still
+moving fast, and they catch up once the learning rate drops (see the 20-epoch curve above).
+
+**What it means for the team's run.** Their 64 % after 50 epochs at λ = 1e-2 (93 % for Standard) sits between our 10-epoch
+λ = 1e-2 run and the λ = 1e-3 runs, which is what the partial recovery with more epochs on MNIST would predict; we did
+not rerun 50 epochs (the `team-cifar10` preset does, on a Kaggle/Colab GPU), so this is consistent with, not a proof of,
+the explanation. The fix is the paper's λ = 1e-3, and a shorter schedule is not a reason to raise it. When training an
+LCNN, watch `mean_beta` and the gap between `train_acc` and `test_acc` in `history.csv`.
+
+**Limits.** MNIST-5k with a width-8 ResNet-18, and 10-epoch full-width CIFAR-10 runs, one seed each; the linear
+reference is softmax regression on standardised pixels (30 epochs of Adam, `scripts/linear_baseline.py`)."""),
 ], "notebooks/team_drop.ipynb")
 
 nb([

@@ -1,0 +1,30 @@
+"""The repository's promises about itself: the Pages workflow runs exactly the README's
+commands, and the version in the book's footer is the package's."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_command(heading):
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(heading):]
+    return re.search(r"```bash\n(.+?)\n", block).group(1)
+
+
+def test_workflow_runs_the_readme_test_command_and_builds_with_warnings_as_errors():
+    wf = yaml.safe_load((ROOT / ".github/workflows/book.yml").read_text())
+    runs = [s["run"] for s in wf["jobs"]["build"]["steps"] if "run" in s]
+    assert readme_command("Run the tests") in runs
+    assert any("jupyter-book build book/ -W -n --keep-going" in r for r in runs)
+    assert wf["jobs"]["deploy"]["needs"] == "build"
+
+
+def test_book_footer_shows_the_package_version():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert f"version {version}" in config["html"]["extra_footer"]
+    assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text()
