@@ -18,6 +18,8 @@ def nb(cells, path):
             if c[0] == "hide":
                 cell.metadata["tags"] = ["remove-input"]
             out.append(cell)
+    for i, cell in enumerate(out):  # stable ids: regenerating a notebook changes only what changed
+        cell["id"] = f"c{i:02d}"
     n.cells = out
     nbf.write(n, path)
 
