@@ -124,3 +124,20 @@ def build_model(arch, variant, num_classes, width, in_channels, input_size):
         raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[arch](variant, num_classes=num_classes, width=width,
                                in_channels=in_channels, input_size=input_size)
+
+
+def m1(num_classes=10, in_channels=1, input_size=28, channels=(20, 50), hidden=500):
+    """Yao et al. (2018) M1 for MNIST, Conv(5,5,20)-Conv(5,5,50)-FC(500)-SM(10), with ReLU
+    and 2x2 max-pooling after each conv (LeNet style; 'same' padding, stride 1, biases),
+    plain (not spectrally normalised) layers. Returns logits; the softmax is in the loss.
+    in_channels=3, input_size=32 gives the same small CNN for CIFAR-10."""
+    size = _check(num_classes, hidden, in_channels, input_size)
+    c1, c2 = channels
+    h, w = size[0] // 4, size[1] // 4
+    model = nn.Sequential(
+        nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(c2 * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes),
+    )
+    model.variant = "m1"
+    return model

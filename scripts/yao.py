@@ -1,0 +1,256 @@
+"""Yao et al. (2018) at CPU scale (STUDY.md §5): Hessian spectrum, loss landscape and
+adversarial robustness of M1 on MNIST-5k against the training batch size.
+
+    python scripts/yao.py                       # the full run (~45 min on 1 shared core)
+    python scripts/yao.py --tiny --out /tmp/y   # a seconds-long smoke run, same files
+
+Per model (batch size x seed): train/test accuracy and loss, the top Hessian eigenvalue
+(power iteration, relative tol), Hutchinson trace, input-space E C_f, and robust accuracy
+under FGSM, iterative FGSM (L_inf) and L2 PGD. For seed 0: top-k spectrum, SLQ density,
+1-D / 2-D loss landscapes along the top eigenvectors. Then the spread of the top
+eigenvalue over random subsets of 64 ... 4000 training samples, and an LCNN small CNN at
+the smallest and largest batch. Writes small CSVs and provenance.json to --out
+(default results/yao/), each stage as soon as it is done.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lcnn_core.attacks import robust_accuracy  # noqa: E402
+from lcnn_core.data import Loader, load_mnist5k  # noqa: E402
+from lcnn_core.hessian import ParamHessian, batch_loss, loss_landscape_1d, loss_landscape_2d  # noqa: E402
+from lcnn_core.metrics import evaluate_geometry  # noqa: E402
+from lcnn_core.models import m1, small_cnn  # noqa: E402
+from lcnn_core.provenance import provenance  # noqa: E402
+from lcnn_core.regularizers import lcnn_penalty  # noqa: E402
+
+# ---------------------------------------------------------------- hyperparameters
+CFG = dict(
+    batch_sizes=[32, 128, 512],   # 16x span; Yao et al.'s M1 table: 64 ... 2048
+    seeds=[0, 1],
+    epochs=10,                    # the same for every batch size (Yao: until train loss 1e-3)
+    lr=0.02, momentum=0.9,        # SGD, constant, the same for every batch size (no scaling rule)
+    hess_samples=1024,            # fixed training subset for the Hessian (Yao: whole train set)
+    hess_chunk=256,               # samples per double-backward (memory, not maths)
+    eig_iters=50, eig_tol=1e-3,   # PyHessian's tol; Yao: relative error 1e-4 (we cap the cost)
+    top_k=3,                      # spectrum size for seed 0 (Yao: top 20; CPU time)
+    trace_probes=10,              # Hutchinson probes (standard error reported)
+    slq_iters=30, slq_runs=1,     # SLQ density: Lanczos steps, probe vectors
+    landscape_alphas=np.linspace(-1.0, 1.0, 21).tolist(),  # step along the unit eigenvector (parameter L2 units)
+    landscape_grid=np.linspace(-1.0, 1.0, 9).tolist(),
+    landscape_test=1000,          # test samples for the test-loss landscape
+    attack_samples=400,           # first test samples attacked
+    eps_linf=[0.05, 0.1, 0.2],    # FGSM / iterative FGSM, pixel scale [0, 1]
+    eps_l2=[0.5, 1.0, 2.0],       # L2 PGD
+    attack_steps=10,
+    geometry_samples=100,         # input-space E C_f (Lanczos readout) on test samples
+    spread_counts=[64, 256, 1024, 4000], spread_subsets=4, spread_batch=32,
+    lcnn_batch_sizes=[32, 512], lcnn_width=8, lcnn_lam=1e-3,
+)
+TINY = dict(batch_sizes=[16, 64], seeds=[0], epochs=1, hess_samples=64, hess_chunk=64, eig_iters=5,
+            top_k=2, trace_probes=2, slq_iters=4, landscape_alphas=[-0.5, 0.0, 0.5],
+            landscape_grid=[-0.5, 0.0, 0.5], landscape_test=64, attack_samples=16, attack_steps=2,
+            geometry_samples=8, spread_counts=[16, 64], spread_subsets=2, spread_batch=16,
+            lcnn_batch_sizes=[16], lcnn_width=4, n_train=256)
+
+
+def log(msg, t0=[time.perf_counter()]):
+    print(f"[{time.perf_counter() - t0[0]:7.0f}s] {msg}", flush=True)
+
+
+def chunks(x, y, size):
+    return list(Loader(x, y, size))
+
+
+def append_csv(rows, path):
+    df = pd.DataFrame(rows)
+    df.to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+# ---------------------------------------------------------------- training
+def train(model, data, batch_size, seed, cfg, lam=0.0):
+    """SGD + momentum, constant lr, cfg epochs; returns per-epoch history rows."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+    loader = Loader(data.x_train, data.y_train, batch_size, shuffle=True, generator=gen)
+    rows = []
+    for epoch in range(1, cfg["epochs"] + 1):
+        model.train()
+        total, n = 0.0, 0
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            (loss + lcnn_penalty(model, lam, lam) if lam else loss).backward()
+            opt.step()
+            total, n = total + float(loss.detach()) * len(y), n + len(y)
+        rows.append(dict(epoch=epoch, train_loss_running=total / n, steps=epoch * len(loader)))
+    model.eval()
+    return rows
+
+
+def accuracy(model, batches):
+    with torch.no_grad():
+        hits = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches)
+    return 100.0 * hits / sum(len(y) for _, y in batches)
+
+
+# ---------------------------------------------------------------- per-model measurements
+def measure(model, family, bs, seed, data, hess_batches, cfg, out, full):
+    """Everything reported for one trained model; full=True adds spectrum, density, landscapes."""
+    model.eval()
+    train_b = chunks(data.x_train, data.y_train, 500)
+    test_b = chunks(data.x_test, data.y_test, 500)
+    row = dict(family=family, batch_size=bs, seed=seed,
+               train_loss=batch_loss(model, F.cross_entropy, train_b), train_acc=accuracy(model, train_b),
+               test_loss=batch_loss(model, F.cross_entropy, test_b), test_acc=accuracy(model, test_b))
+    ph = ParamHessian(model, F.cross_entropy, hess_batches)
+    t = time.perf_counter()
+    top_n = cfg["top_k"] if full else 1
+    vals, vecs, its = ph.eigenvalues(top_n=top_n, iters=cfg["eig_iters"], tol=cfg["eig_tol"], seed=seed)
+    row.update(top_eig=vals[0], eig_iters=its[0], eig_time_s=time.perf_counter() - t, n_params=ph.dim)
+    log(f"  {family} bs={bs} s={seed}: test {row['test_acc']:.2f} %, train loss {row['train_loss']:.4f}, "
+        f"lambda_max {vals[0]:.3f} ({its[0]} it)")
+    append_csv([dict(family=family, batch_size=bs, seed=seed, k=k + 1, eigenvalue=v, iterations=i)
+                for k, (v, i) in enumerate(zip(vals, its))], out / "spectrum.csv")
+    tr = ph.trace(iters=cfg["trace_probes"], seed=seed)
+    row.update(trace=tr.mean, trace_se=tr.std_error, grad_norm=float(ph.gradient().norm()))
+    log(f"  trace {tr.mean:.2f} +- {tr.std_error:.2f}")
+
+    geo_b = chunks(data.x_test[:cfg["geometry_samples"]], data.y_test[:cfg["geometry_samples"]], 100)
+    geo = evaluate_geometry(model, geo_b, hessian_methods=("lanczos",), progress=False)
+    row.update(input_grad_norm=geo["grad_norm_mean"], input_hess_norm=geo["hess_norm_lanczos_mean"],
+               input_cf=geo["curvature_lanczos_mean"])
+
+    att_b = chunks(data.x_test[:cfg["attack_samples"]], data.y_test[:cfg["attack_samples"]], 200)
+    rob = []
+    for attack, eps, kw in (("fgsm", cfg["eps_linf"], {}),
+                            ("iterative_fgsm", cfg["eps_linf"], dict(steps=cfg["attack_steps"])),
+                            ("pgd_l2", cfg["eps_l2"], dict(steps=cfg["attack_steps"]))):
+        r = robust_accuracy(model, att_b, eps_list=eps, attack=attack, progress=False, **kw)
+        rob += [dict(family=family, batch_size=bs, seed=seed, attack=attack, eps=e, clean_acc=r["clean_accuracy"],
+                     robust_acc=a, n_samples=r["n_samples"], steps=r["settings"].get("steps"))
+                for e, a in r["robust_accuracy"].items()]
+    append_csv(rob, out / "robustness.csv")
+    log("  robust acc: " + ", ".join(f"{r['attack']}@{r['eps']:g}={r['robust_acc']:.1f}" for r in rob))
+
+    if full:
+        nodes, weights = ph.density(iters=cfg["slq_iters"], n_v=cfg["slq_runs"], seed=seed)
+        append_csv([dict(family=family, batch_size=bs, seed=seed, run=r, node=n, weight=w)
+                    for r in range(nodes.shape[0]) for n, w in zip(nodes[r], weights[r]) if w > 0],
+                   out / "density.csv")
+        test_l = chunks(data.x_test[:cfg["landscape_test"]], data.y_test[:cfg["landscape_test"]], 500)
+        alphas = cfg["landscape_alphas"]
+        lines = []
+        for split, b in (("train", hess_batches), ("test", test_l)):
+            loss = loss_landscape_1d(model, F.cross_entropy, b, vecs[0], alphas)
+            lines += [dict(family=family, batch_size=bs, seed=seed, split=split, alpha=a, loss=l)
+                      for a, l in zip(alphas, loss)]
+        append_csv(lines, out / "landscape_1d.csv")
+        if len(vecs) > 1:
+            g = cfg["landscape_grid"]
+            grid = loss_landscape_2d(model, F.cross_entropy, hess_batches, vecs[0], vecs[1], g)
+            append_csv([dict(family=family, batch_size=bs, seed=seed, alpha=a, beta=b, loss=grid[i, j])
+                        for i, a in enumerate(g) for j, b in enumerate(g)], out / "landscape_2d.csv")
+        log(f"  top-{len(vals)} {[round(v, 3) for v in vals]}, density and landscapes written")
+    return row, vecs
+
+
+def spread(model, data, cfg, out, bs, seed):
+    """Top eigenvalue on random subsets of n training samples (Yao / PyHessian: it needs
+    thousands of samples to be stable)."""
+    rng = np.random.default_rng(1234)
+    n_train = len(data.y_train)
+    for n in cfg["spread_counts"]:
+        n = min(n, n_train)
+        subsets = 1 if n == n_train else cfg["spread_subsets"]
+        for s in range(subsets):
+            idx = torch.as_tensor(np.sort(rng.choice(n_train, n, replace=False)))
+            b = chunks(data.x_train[idx], data.y_train[idx], cfg["hess_chunk"])
+            t = time.perf_counter()
+            vals, _, its = ParamHessian(model, F.cross_entropy, b).eigenvalues(
+                top_n=1, iters=cfg["eig_iters"], tol=cfg["eig_tol"], seed=s)
+            append_csv([dict(batch_size=bs, seed=seed, n_samples=n, subset=s, top_eig=vals[0], iterations=its[0],
+                             time_s=time.perf_counter() - t)], out / "spread.csv")
+            log(f"  spread n={n} subset {s}: {vals[0]:.3f} ({its[0]} it)")
+
+
+# ---------------------------------------------------------------- main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(ROOT / "results" / "yao"))
+    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
+    p.add_argument("--skip-lcnn", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = dict(CFG, **(TINY if args.tiny else {}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in out.glob("*.csv"):
+        f.unlink()
+    t0 = time.perf_counter()
+    prov = provenance("cpu", seed=cfg["seeds"], config=cfg, status="running", wall_time_s=None,
+                      scale=f"MNIST-5k ({'tiny subset' if args.tiny else '4,000 train / 1,000 test'}), "
+                            f"M1 ({'%d' % sum(p.numel() for p in m1().parameters())} parameters), "
+                            f"{cfg['epochs']} epochs, batch sizes {cfg['batch_sizes']}, seeds {cfg['seeds']}, "
+                            f"Hessian on {cfg['hess_samples']} training samples, 1 CPU thread")
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+
+    data = load_mnist5k()
+    if "n_train" in cfg:
+        data = data.subset(n_train=cfg["n_train"], n_test=cfg["landscape_test"])
+    g = torch.Generator().manual_seed(0)
+    hidx = torch.randperm(len(data.y_train), generator=g)[:cfg["hess_samples"]].sort().values
+    hess_batches = chunks(data.x_train[hidx], data.y_train[hidx], cfg["hess_chunk"])
+    log(f"data {data}; Hessian subset {len(hidx)}")
+
+    rows, keep = [], {}
+    for seed in cfg["seeds"]:
+        for bs in cfg["batch_sizes"]:
+            torch.manual_seed(seed)
+            model = m1()
+            t = time.perf_counter()
+            hist = train(model, data, bs, seed, cfg)
+            append_csv([dict(family="m1", batch_size=bs, seed=seed, **h) for h in hist], out / "history.csv")
+            log(f"trained M1 bs={bs} seed={seed} in {time.perf_counter() - t:.0f}s")
+            row, _ = measure(model, "m1", bs, seed, data, hess_batches, cfg, out, full=seed == cfg["seeds"][0])
+            row.update(epochs=cfg["epochs"], steps=hist[-1]["steps"], train_time_s=time.perf_counter() - t)
+            rows.append(row)
+            pd.DataFrame(rows).to_csv(out / "models.csv", index=False)
+            if seed == cfg["seeds"][0] and bs == cfg["spread_batch"]:
+                keep["spread"] = model
+
+    log("eigenvalue spread vs number of Hessian samples")
+    spread(keep["spread"], data, cfg, out, cfg["spread_batch"], cfg["seeds"][0])
+
+    if not args.skip_lcnn:
+        for bs in cfg["lcnn_batch_sizes"]:
+            seed = cfg["seeds"][0]
+            torch.manual_seed(seed)
+            model = small_cnn("lcnn", width=cfg["lcnn_width"])
+            t = time.perf_counter()
+            hist = train(model, data, bs, seed, cfg, lam=cfg["lcnn_lam"])
+            append_csv([dict(family="lcnn", batch_size=bs, seed=seed, **h) for h in hist], out / "history.csv")
+            log(f"trained LCNN small CNN bs={bs} in {time.perf_counter() - t:.0f}s")
+            row, _ = measure(model, "lcnn", bs, seed, data, hess_batches, cfg, out, full=False)
+            row.update(epochs=cfg["epochs"], steps=hist[-1]["steps"], train_time_s=time.perf_counter() - t)
+            rows.append(row)
+            pd.DataFrame(rows).to_csv(out / "models.csv", index=False)
+
+    prov.update(status="complete", wall_time_s=round(time.perf_counter() - t0, 1))
+    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    log(f"done in {prov['wall_time_s']}s")
+
+
+if __name__ == "__main__":
+    main()
