@@ -188,3 +188,8 @@ def linear_baseline(dataset, root=None):
     """Test accuracy (%) of softmax regression on the pixels (scripts/linear_baseline.py), or NaN."""
     f = (Path(root) if root else results_root()) / "linear-baseline" / f"{dataset}.json"
     return float(json.loads(f.read_text())["accuracy"]) if f.exists() else float("nan")
+
+
+def styled(table, digits=2):
+    """A table for the book: no positional index, `digits` decimals."""
+    return table.style.hide(axis="index").format(precision=digits)

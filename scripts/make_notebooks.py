@@ -49,18 +49,18 @@ This page reads `results/<preset>/*/geometry.json` and `history.csv`; it trains 
         runs = runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)]
     display(Markdown(f"### {title or preset}\\n\\n*Scale:* {report.scale_line(runs)}."))
     display(Markdown("**Mean normalised curvature E C_f** (converged Lanczos readout)"))
-    display(report.comparison(summary, "cf"))
+    display(report.styled(report.comparison(summary, "cf")))
     display(Markdown("**Mean input-Hessian norm E‖∇²f‖**"))
-    display(report.comparison(summary, "hess"))
+    display(report.styled(report.comparison(summary, "hess")))
     display(Markdown("**Mean input-gradient norm E‖∇f‖**"))
-    display(report.comparison(summary, "grad"))
+    display(report.styled(report.comparison(summary, "grad")))
     display(Markdown("**Test accuracy**"))
-    display(report.accuracy_comparison(summary))
+    display(report.styled(report.accuracy_comparison(summary)))
     readouts = summary[["label", "hess_mean", "hess_ref_mean", "cf_mean", "cf_ref_mean"]].copy()
     readouts["reference / converged"] = readouts["hess_ref_mean"] / readouts["hess_mean"]
     display(Markdown("**Both Hessian readouts**: converged batched Lanczos vs the reference's |uᵀHu| after 10 power iterations"))
     display(readouts.rename(columns={"label": "model", "hess_mean": "E‖∇²f‖ Lanczos", "hess_ref_mean": "E‖∇²f‖ reference",
-                                     "cf_mean": "E C_f Lanczos", "cf_ref_mean": "E C_f reference"}).round(3))
+                                     "cf_mean": "E C_f Lanczos", "cf_ref_mean": "E C_f reference"}).round(3).pipe(report.styled, 3))
     return summary"""),
  ("code", """summaries = {}
 for preset, title, lam, key in sections:
@@ -78,9 +78,8 @@ for key, s in summaries.items():
         if v in vals:
             glue(f"{key}_cf_{v}", float(vals[v]), display=False)
             glue(f"{key}_acc_{v}", float(s.set_index("variant").loc[v, "accuracy_mean"]), display=False)
-ordering_table = pd.DataFrame(rows)
-ordering_table"""),
-], "notebooks/geometry.ipynb")
+report.styled(pd.DataFrame(rows))"""),
+], "notebooks/geometry.ipynb", fold_code=True)
 
 nb([
  ("md", "# Gradient robustness\n\n" + BADGES("gradient_robustness") + """
@@ -126,7 +125,7 @@ for key, agg in curves.items():
         glue(f"{key}_rob_ratio_max", float(ratio.max()), display=False)
         glue(f"{key}_rob_verdict", "more robust at every noise level" if (ratio < 1).all() else "not more robust at every noise level", display=False)
 pd.DataFrame(rows)"""),
-], "notebooks/gradient_robustness.ipynb")
+], "notebooks/gradient_robustness.ipynb", fold_code=True)
 
 nb([
  ("md", "# Adversarial robustness (L2 PGD)\n\n" + BADGES("adversarial") + """
@@ -168,8 +167,8 @@ for preset, t in tables.items():
         rows.append(dict(setting=preset, eps=col, lcnn_minus_standard=round(diff, 1), paper=round(39.72 - 37.55, 1),
                          verdict="ordering reproduced" if diff > 0 else "not reproduced"))
         glue(f"{preset}_pgd_diff", float(diff), display=False)
-pd.DataFrame(rows)"""),
-], "notebooks/adversarial.ipynb")
+report.styled(pd.DataFrame(rows), 1)"""),
+], "notebooks/adversarial.ipynb", fold_code=True)
 
 nb([
  ("md", "# The team's accuracy drop\n\n" + BADGES("team_drop") + """
@@ -290,7 +289,7 @@ LCNN, watch `mean_beta` and the gap between `train_acc` and `test_acc` in `histo
 
 **Limits.** MNIST-5k with a width-8 ResNet-18, and 10-epoch full-width CIFAR-10 runs, one seed each; the linear
 reference is softmax regression on standardised pixels (30 epochs of Adam, `scripts/linear_baseline.py`)."""),
-], "notebooks/team_drop.ipynb")
+], "notebooks/team_drop.ipynb", fold_code=True)
 
 nb([
  ("md", """# Train one run (Kaggle / Colab / local)

@@ -3,7 +3,8 @@ parameters cell) or "hide" (input removed in the book)."""
 import nbformat as nbf
 from nbformat.v4 import new_notebook, new_code_cell, new_markdown_cell
 
-def nb(cells, path):
+def nb(cells, path, fold_code=False):
+    """fold_code: code cells start folded in the book (tag hide-input), for pages that read as prose."""
     n = new_notebook()
     n.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     n.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
@@ -17,6 +18,8 @@ def nb(cells, path):
                 cell.metadata["tags"] = ["parameters"]
             if c[0] == "hide":
                 cell.metadata["tags"] = ["remove-input"]
+            if c[0] == "code" and fold_code:
+                cell.metadata["tags"] = ["hide-input"]
             out.append(cell)
     for i, cell in enumerate(out):  # stable ids: regenerating a notebook changes only what changed
         cell["id"] = f"c{i:02d}"
