@@ -1,4 +1,4 @@
-from nbgen import BADGES, nb
+from nbgen import BADGES, FETCH, nb
 
 SETUP = ("code", """import warnings
 import matplotlib.pyplot as plt
@@ -40,7 +40,7 @@ paper / Standard both below 1, or both above): "ordering reproduced" or "not rep
 "reproduced" when it stays within 2 points of Standard, as in the paper.
 
 This page reads `results/<preset>/*/geometry.json` and `history.csv`; it trains nothing."""),
- PARAMS, SETUP,
+ PARAMS, FETCH, SETUP,
  ("code", """def show_preset(preset, lam=None, title=""):
     runs = report.load_runs(preset, root)
     summary = report.summarise(runs)
@@ -92,7 +92,7 @@ and to first order it equals $m\\,C_f(x)$ (the dashed lines). The paper's CIFAR-
 Each curve is the mean over test images and 4 random directions per image and magnitude; error bars are one standard
 deviation over images and directions; dashed lines are $m\\,\\mathbb{E}C_f$ of the same model. Noise is not clipped to $[0,1]$.
 This page reads `results/<preset>/*/robustness.csv`."""),
- PARAMS, SETUP,
+ PARAMS, FETCH, SETUP,
  ("code", """def plot_preset(preset, title, lam=None, ax=None):
     df = report.robustness(preset, root)
     runs = report.load_runs(preset, root)
@@ -134,7 +134,7 @@ nb([
 LCNN + GradReg approaches adversarial training (63.4 % vs 64.7 %). The paper does not state its attack settings; ours are
 printed below every table. Pixels in $[0,1]$, true labels, eval mode; a sample counts as robust only if it is classified
 correctly both clean and attacked. This page reads `results/<preset>/*/pgd.json`."""),
- PARAMS, SETUP,
+ PARAMS, FETCH, SETUP,
  ("code", """from lcnn_core.reference import PAPER_PGD, PAPER_PGD_EPS
 
 def pgd_table(preset, lam=None):
@@ -183,6 +183,7 @@ This page reads `results/ablation-mnist/*` and `results/h100-cifar10-jpeg/*`."""
  ("params", """ablation_preset = "ablation-mnist"
 gpu_preset = "h100-cifar10-jpeg"
 results_dir = None"""),
+ FETCH,
  ("code", """import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -26,4 +26,14 @@ def nb(cells, path, fold_code=False):
     n.cells = out
     nbf.write(n, path)
 
+REPOSITORY = "https://github.com/lcnn-repro/lcnn-book"
+
+# Opened from a badge, a notebook arrives alone: fetch the repository (package + committed results).
+FETCH = ("hide", f"""import importlib.util, os, subprocess, sys
+if importlib.util.find_spec("lcnn_core") is None:  # Colab / Kaggle: lcnn_core and results/ come with the repository
+    subprocess.run(["git", "clone", "-q", "--depth", "1", "{REPOSITORY}", "lcnn-book"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "lcnn-book", "mlxtend"], check=True)
+    sys.path.insert(0, os.path.abspath("lcnn-book"))
+    os.chdir("lcnn-book/notebooks")""")
+
 BADGES = lambda name: f"""[![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb) [![Open in Kaggle](https://kaggle.com/static/images/open-in-kaggle.svg)](https://kaggle.com/kernels/welcome?src=https://github.com/lcnn-repro/lcnn-book/blob/main/notebooks/{name}.ipynb)"""
