@@ -57,11 +57,11 @@ CFG = dict(
     spread_counts=[64, 256, 1024, 4000], spread_subsets=4, spread_batch=32,
     lcnn_batch_sizes=[32, 512], lcnn_width=8, lcnn_lam=1e-3,
 )
-TINY = dict(batch_sizes=[16, 64], seeds=[0], epochs=1, hess_samples=64, hess_chunk=64, eig_iters=5,
-            top_k=2, trace_probes=2, slq_iters=4, landscape_alphas=[-0.5, 0.0, 0.5],
-            landscape_grid=[-0.5, 0.0, 0.5], landscape_test=64, attack_samples=16, attack_steps=2,
-            geometry_samples=8, spread_counts=[16, 64], spread_subsets=2, spread_batch=16,
-            lcnn_batch_sizes=[16], lcnn_width=4, n_train=256)
+TINY = dict(batch_sizes=[32, 64], seeds=[0], epochs=1, hess_samples=32, hess_chunk=32, eig_iters=3,
+            top_k=2, trace_probes=2, slq_iters=3, landscape_alphas=[-0.5, 0.0, 0.5],
+            landscape_grid=[-0.5, 0.0, 0.5], landscape_test=32, attack_samples=8, attack_steps=1,
+            geometry_samples=4, spread_counts=[16, 32], spread_subsets=2, spread_batch=32,
+            lcnn_batch_sizes=[32], lcnn_width=4, n_train=128)
 
 
 def log(msg, t0=[time.perf_counter()]):
