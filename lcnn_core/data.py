@@ -527,10 +527,13 @@ class Loader:
     (pad=0: none) and, if `flip`, random left-right flip, batch-wise on the device.
     generator: torch.Generator on x's device (None: torch's global RNG), for
     reproducible order and augmentation. For evaluation keep shuffle=augment=False.
+    shard=(rank, world_size): data-parallel training; every rank draws the same global
+    batch of batch_size (same generator state, consumed as by one process) and yields
+    its rows [rank B/W, (rank+1) B/W), so the union over ranks is the one-process batch.
     """
 
     def __init__(self, x, y, batch_size, shuffle=False, augment=False, flip=True, pad=4,
-                 drop_last=False, generator=None):
+                 drop_last=False, generator=None, shard=(0, 1)):
         if x.dtype != torch.uint8 or x.dim() != 4:
             raise DataError(f"Loader wants uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
         if len(x) != len(y):
@@ -542,6 +545,11 @@ class Loader:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.flip, self.pad, self.drop_last, self.generator = flip, pad, drop_last, generator
+        self.rank, self.world_size = shard
+        last = len(x) % batch_size if not drop_last else 0
+        if batch_size % self.world_size or last % self.world_size:
+            raise DataError(f"batches of {batch_size} (last: {last or batch_size}) do not split evenly "
+                            f"over {self.world_size} processes; pick a batch size divisible by it")
 
     def __len__(self):
         n, b = len(self.x), self.batch_size
@@ -561,4 +569,7 @@ class Loader:
                     x = batch_crop(x, self.pad, self.generator)
                 if self.flip:
                     x = batch_flip_lr(x, self.generator)
+            if self.world_size > 1:  # this rank's rows, after augmenting the whole global batch
+                rows = slice(self.rank * len(i) // self.world_size, (self.rank + 1) * len(i) // self.world_size)
+                x, i = x[rows], i[rows]
             yield x.float() / 255, self.y[i]

@@ -11,6 +11,10 @@ continues a killed run to the same final weights. A run directory holds:
     model.pt          final weights (written at the end)
     provenance.json   git sha, versions, hardware, preset, seed, times (written last:
                       its presence marks the run finished)
+
+Started by torchrun, the same call trains one run data-parallel (lcnn_core.distributed):
+each process takes its shard of every global batch, only rank 0 writes, and the
+checkpoint is the one a single process writes, so either can resume the other.
 """
 import math
 import os
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 
+from . import distributed
 from .bound import paper_proxy
 from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
 from .data import Loader, load_dataset
@@ -163,8 +168,11 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
 
     A finished run (provenance.json present) is skipped; an unfinished one needs
     ``resume=True``. Bad input raises ConfigError / DataError / CheckpointError before
-    anything is written.
+    anything is written. Under torchrun every rank calls this; rank 0 alone writes and logs.
     """
+    ddp = distributed.context()
+    if not ddp.is_main:
+        progress, log = False, lambda *args: None
     cfg = resolve(config)
     run_dir = run_dir_for(cfg, out, preset, name)
     if is_finished(run_dir):
@@ -180,7 +188,7 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         diff = _differences(ckpt["config"], cfg)
         if diff:
             raise CheckpointError(f"cannot resume {run_dir}: config differs in {', '.join(diff)}")
-    device = pick_device(cfg)
+    device = ddp.start(pick_device(cfg))  # under torchrun: cuda:LOCAL_RANK, process group open
     data = load_data(cfg).to(device)  # before any file is written: missing data leaves nothing
     torch.manual_seed(cfg["seed"])
     model = model_for(cfg, data).to(device)
@@ -199,14 +207,17 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         torch.set_rng_state(ckpt["torch_rng"])
         history, start_epoch, wall_before = ckpt["history"], ckpt["epoch"], ckpt["wall_time"]
         log(f"{run_dir}: resuming after epoch {start_epoch}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
-    started = ckpt["started"] if ckpt is not None else now()
     loader = Loader(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
-                    flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen)
+                    flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen,
+                    shard=ddp.shard)
+    net = ddp.wrap(model, device)  # DDP with global batch norm under torchrun; ``model`` itself otherwise
+    if ddp.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
+    started = ckpt["started"] if ckpt is not None else now()
     t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg["epochs"]):
-        model.train()
+        net.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -218,17 +229,19 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, logits = training_loss(model, x, y, cfg)
+                loss, logits = training_loss(net, x, y, cfg)
             finite = torch.isfinite(loss)
             first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
-            if device.type == "cpu" and not bool(finite):
-                break  # no weight update from a non-finite loss
+            if device.type == "cpu" and not ddp.all_true(finite):
+                break  # no weight update from a non-finite loss (on any rank)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
+        ddp.all_sum(loss_sum, correct)  # the global batch's numbers
+        seen, first_bad = seen * ddp.world_size, ddp.earliest(first_bad)
         if int(first_bad) >= 0:
             raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1}; "
                                 f"stopped, last good checkpoint kept in {run_dir} (epoch {epoch})")
@@ -248,14 +261,19 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
             log(f"{run_dir.name} epoch {h['epoch']}/{cfg['epochs']}: loss {h['train_loss']:.3f} "
                 f"train {h['train_acc']:.1f}% test {h['test_acc']:.1f}% ({train_time:.1f}s)")
         wall = wall_before + time.perf_counter() - t_start
+        if not ddp.is_main:
+            continue
         pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
         atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(), history=history,
                          epoch=epoch + 1, config=cfg, wall_time=wall, started=started), ckpt_path)
     wall = wall_before + time.perf_counter() - t_start
+    if not ddp.is_main:
+        return run_dir
     atomic_save(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
     prov = provenance(device, preset=preset, variant=cfg["variant"], seed=cfg["seed"], started_utc=started,
-                      finished_utc=now(), wall_time_s=round(wall, 2), epochs=cfg["epochs"])
+                      finished_utc=now(), wall_time_s=round(wall, 2), epochs=cfg["epochs"],
+                      processes=ddp.world_size)
     (run_dir / "provenance.json.tmp").write_text(pd.Series(prov).to_json(indent=2))
     os.replace(run_dir / "provenance.json.tmp", run_dir / "provenance.json")
     return run_dir
