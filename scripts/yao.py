@@ -56,12 +56,14 @@ CFG = dict(
     geometry_samples=100,         # input-space E C_f (Lanczos readout) on test samples
     spread_counts=[64, 256, 1024, 4000], spread_subsets=4, spread_batch=32,
     lcnn_batch_sizes=[32, 512], lcnn_width=8, lcnn_lam=1e-3,
+    matched_batch_sizes=[128, 512], matched_loss=0.01, matched_max_epochs=80,  # the loss-matched control
 )
 TINY = dict(batch_sizes=[32, 64], seeds=[0], epochs=1, hess_samples=32, hess_chunk=32, eig_iters=3,
             top_k=2, trace_probes=2, slq_iters=3, landscape_alphas=[-0.5, 0.0, 0.5],
             landscape_grid=[-0.5, 0.0, 0.5], landscape_test=32, attack_samples=8, attack_steps=1,
             geometry_samples=4, spread_counts=[16, 32], spread_subsets=2, spread_batch=32,
-            lcnn_batch_sizes=[32], lcnn_width=4, n_train=128)
+            lcnn_batch_sizes=[32], lcnn_width=4, n_train=128,
+            matched_batch_sizes=[64], matched_max_epochs=2)
 
 
 def log(msg, t0=[time.perf_counter()]):
@@ -185,17 +187,74 @@ def spread(model, data, cfg, out, bs, seed):
             log(f"  spread n={n} subset {s}: {vals[0]:.3f} ({its[0]} it)")
 
 
+def matched(data, hess_batches, cfg, out):
+    """Control for the unequal training losses of a fixed epoch budget: train each batch size
+    until the running training loss is <= cfg["matched_loss"] (at most cfg["matched_max_epochs"]),
+    then measure test accuracy, lambda_max and FGSM accuracy. Appends to matched.csv."""
+    seed = cfg["seeds"][0]
+    for bs in cfg["matched_batch_sizes"]:
+        torch.manual_seed(seed)
+        model = m1()
+        t = time.perf_counter()
+        epochs = 0
+        # one continuous run: the same optimizer across epochs (train() builds one per call)
+        gen = torch.Generator().manual_seed(seed)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
+        loader = Loader(data.x_train, data.y_train, bs, shuffle=True, generator=gen)
+        while epochs < cfg["matched_max_epochs"]:
+            model.train()
+            total, n = 0.0, 0
+            for x, y in loader:
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, n = total + float(loss.detach()) * len(y), n + len(y)
+            epochs += 1
+            if total / n <= cfg["matched_loss"]:
+                break
+        model.eval()
+        train_b = chunks(data.x_train, data.y_train, 500)
+        test_b = chunks(data.x_test, data.y_test, 500)
+        vals, _, its = ParamHessian(model, F.cross_entropy, hess_batches).eigenvalues(
+            top_n=1, iters=cfg["eig_iters"], tol=cfg["eig_tol"], seed=seed)
+        att_b = chunks(data.x_test[:cfg["attack_samples"]], data.y_test[:cfg["attack_samples"]], 200)
+        r = robust_accuracy(model, att_b, eps_list=cfg["eps_linf"], attack="fgsm", progress=False)
+        row = dict(batch_size=bs, seed=seed, epochs=epochs, steps=epochs * len(loader),
+                   train_loss=batch_loss(model, F.cross_entropy, train_b), train_acc=accuracy(model, train_b),
+                   test_acc=accuracy(model, test_b), top_eig=vals[0], eig_iters=its[0],
+                   **{f"fgsm_{e:g}": a for e, a in r["robust_accuracy"].items()},
+                   time_s=time.perf_counter() - t)
+        append_csv([row], out / "matched.csv")
+        log(f"matched-loss M1 bs={bs}: {epochs} epochs, train loss {row['train_loss']:.4f}, "
+            f"test {row['test_acc']:.2f} %, lambda_max {vals[0]:.3f}")
+
+
 # ---------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "results" / "yao"))
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     p.add_argument("--skip-lcnn", action="store_true")
+    p.add_argument("--matched-only", action="store_true",
+                   help="only the matched-training-loss control (appends matched.csv to --out)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = dict(CFG, **(TINY if args.tiny else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.matched_only:
+        data = load_mnist5k()
+        if "n_train" in cfg:
+            data = data.subset(n_train=cfg["n_train"], n_test=cfg["landscape_test"])
+        g = torch.Generator().manual_seed(0)
+        hidx = torch.randperm(len(data.y_train), generator=g)[:cfg["hess_samples"]].sort().values
+        t = time.perf_counter()
+        matched(data, chunks(data.x_train[hidx], data.y_train[hidx], cfg["hess_chunk"]), cfg, out)
+        (out / "provenance_matched.json").write_text(json.dumps(provenance(
+            "cpu", seed=cfg["seeds"][0], config={k: cfg[k] for k in cfg if k.startswith("matched")},
+            wall_time_s=round(time.perf_counter() - t, 1)), indent=2, default=str))
+        return
     for f in out.glob("*.csv"):
         f.unlink()
     t0 = time.perf_counter()
