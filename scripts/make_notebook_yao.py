@@ -42,6 +42,9 @@ cfg = prov["config"]
 scale = (f"{prov['scale']}; {m1.seed.nunique()} seed(s) finished; SGD lr {cfg['lr']}, momentum {cfg['momentum']}; "
          f"power iteration tol {cfg['eig_tol']} (relative), at most {cfg['eig_iters']} steps; {prov['hardware']}; "
          f"run status: {prov['status']}" + (f", wall time {prov['wall_time_s'] / 60:.0f} min" if prov.get('wall_time_s') else ""))
+stages = {f.stem.split("_", 1)[1]: json.loads(f.read_text()) for f in sorted(root.glob("provenance_*.json"))}
+if stages:
+    scale += "; run as separate processes: " + ", ".join(f"{k} ({v['wall_time_s'] / 60:.0f} min, git {str(v['git_sha'])[:7]})" for k, v in stages.items())
 glue("yao_scale", scale, display=False)
 display(Markdown(f"*Scale:* {scale}."))"""),
  ("md", """**Where our setup differs from Yao et al.'s** (all for CPU time): MNIST-5k (4,000 training images) instead of MNIST;

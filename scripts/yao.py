@@ -230,29 +230,66 @@ def matched(data, hess_batches, cfg, out):
             f"test {row['test_acc']:.2f} %, lambda_max {vals[0]:.3f}")
 
 
+def lcnn(data, hess_batches, cfg, out, rows):
+    """The LCNN small CNN at the smallest and largest batch size; appends to models.csv."""
+    for bs in cfg["lcnn_batch_sizes"]:
+        seed = cfg["seeds"][0]
+        torch.manual_seed(seed)
+        model = small_cnn("lcnn", width=cfg["lcnn_width"])
+        t = time.perf_counter()
+        hist = train(model, data, bs, seed, cfg, lam=cfg["lcnn_lam"])
+        append_csv([dict(family="lcnn", batch_size=bs, seed=seed, **h) for h in hist], out / "history.csv")
+        log(f"trained LCNN small CNN bs={bs} in {time.perf_counter() - t:.0f}s")
+        row, _ = measure(model, "lcnn", bs, seed, data, hess_batches, cfg, out, full=False)
+        row.update(epochs=cfg["epochs"], steps=hist[-1]["steps"], train_time_s=time.perf_counter() - t)
+        rows.append(row)
+        if (out / "models.csv").exists() and not any(r["family"] == "m1" for r in rows):
+            append_csv([row], out / "models.csv")  # a stage run alone: add to the main table
+        else:
+            pd.DataFrame(rows).to_csv(out / "models.csv", index=False)
+
+
+def load(cfg):
+    """MNIST-5k (a subset for --tiny) and the fixed Hessian subset as batches."""
+    data = load_mnist5k()
+    if "n_train" in cfg:
+        data = data.subset(n_train=cfg["n_train"], n_test=cfg["landscape_test"])
+    g = torch.Generator().manual_seed(0)
+    hidx = torch.randperm(len(data.y_train), generator=g)[:cfg["hess_samples"]].sort().values
+    log(f"data {data}; Hessian subset {len(hidx)}")
+    return data, chunks(data.x_train[hidx], data.y_train[hidx], cfg["hess_chunk"])
+
+
 # ---------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "results" / "yao"))
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
     p.add_argument("--skip-lcnn", action="store_true")
-    p.add_argument("--matched-only", action="store_true",
-                   help="only the matched-training-loss control (appends matched.csv to --out)")
+    p.add_argument("--only", choices=["matched", "spread", "lcnn"],
+                   help="run one stage alone (appends its CSV to --out; spread retrains the batch-32 seed-0 M1)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cfg = dict(CFG, **(TINY if args.tiny else {}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.matched_only:
-        data = load_mnist5k()
-        if "n_train" in cfg:
-            data = data.subset(n_train=cfg["n_train"], n_test=cfg["landscape_test"])
-        g = torch.Generator().manual_seed(0)
-        hidx = torch.randperm(len(data.y_train), generator=g)[:cfg["hess_samples"]].sort().values
+    if args.only:
+        data, hess_batches = load(cfg)
         t = time.perf_counter()
-        matched(data, chunks(data.x_train[hidx], data.y_train[hidx], cfg["hess_chunk"]), cfg, out)
-        (out / "provenance_matched.json").write_text(json.dumps(provenance(
-            "cpu", seed=cfg["seeds"][0], config={k: cfg[k] for k in cfg if k.startswith("matched")},
+        if args.only == "matched":
+            matched(data, hess_batches, cfg, out)
+        elif args.only == "spread":
+            seed, bs = cfg["seeds"][0], cfg["spread_batch"]
+            torch.manual_seed(seed)
+            model = m1()
+            train(model, data, bs, seed, cfg)
+            test_b = chunks(data.x_test, data.y_test, 500)
+            log(f"retrained M1 bs={bs} seed={seed}: test {accuracy(model, test_b):.2f} %")
+            spread(model, data, cfg, out, bs, seed)
+        else:
+            lcnn(data, hess_batches, cfg, out, [])
+        (out / f"provenance_{args.only}.json").write_text(json.dumps(provenance(
+            "cpu", seed=cfg["seeds"][0], stage=args.only, config=cfg,
             wall_time_s=round(time.perf_counter() - t, 1)), indent=2, default=str))
         return
     for f in out.glob("*.csv"):
@@ -265,13 +302,7 @@ def main(argv=None):
                             f"Hessian on {cfg['hess_samples']} training samples, 1 CPU thread")
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
 
-    data = load_mnist5k()
-    if "n_train" in cfg:
-        data = data.subset(n_train=cfg["n_train"], n_test=cfg["landscape_test"])
-    g = torch.Generator().manual_seed(0)
-    hidx = torch.randperm(len(data.y_train), generator=g)[:cfg["hess_samples"]].sort().values
-    hess_batches = chunks(data.x_train[hidx], data.y_train[hidx], cfg["hess_chunk"])
-    log(f"data {data}; Hessian subset {len(hidx)}")
+    data, hess_batches = load(cfg)
 
     rows, keep = [], {}
     for seed in cfg["seeds"]:
@@ -293,18 +324,7 @@ def main(argv=None):
     spread(keep["spread"], data, cfg, out, cfg["spread_batch"], cfg["seeds"][0])
 
     if not args.skip_lcnn:
-        for bs in cfg["lcnn_batch_sizes"]:
-            seed = cfg["seeds"][0]
-            torch.manual_seed(seed)
-            model = small_cnn("lcnn", width=cfg["lcnn_width"])
-            t = time.perf_counter()
-            hist = train(model, data, bs, seed, cfg, lam=cfg["lcnn_lam"])
-            append_csv([dict(family="lcnn", batch_size=bs, seed=seed, **h) for h in hist], out / "history.csv")
-            log(f"trained LCNN small CNN bs={bs} in {time.perf_counter() - t:.0f}s")
-            row, _ = measure(model, "lcnn", bs, seed, data, hess_batches, cfg, out, full=False)
-            row.update(epochs=cfg["epochs"], steps=hist[-1]["steps"], train_time_s=time.perf_counter() - t)
-            rows.append(row)
-            pd.DataFrame(rows).to_csv(out / "models.csv", index=False)
+        lcnn(data, hess_batches, cfg, out, rows)
 
     prov.update(status="complete", wall_time_s=round(time.perf_counter() - t0, 1))
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
