@@ -143,6 +143,12 @@ if len(land2):
     sns.stripplot(data=spread, x="n_samples", y="top_eig", ax=ax, size=7)
     ax.set(xlabel="samples in the Hessian", ylabel="λ_max", title="Spread of λ_max over random subsets")
     plt.show()"""),
+ ("md", """Two effects show. The spread: from 64 or 256 samples, λ_max varies about sixfold between subsets (PyHessian's authors saw 10× at 128),
+from 1024 about twofold. The bias: small subsets *over*-estimate. λ_max is a convex function of the matrix, so by Jensen's inequality
+E λ_max(H_n) ≥ λ_max(E H_n) = λ_max(H): the sampling noise of a small-sample Hessian can only push its expected top eigenvalue up.
+The largest n is the whole training set, so it has a single value. Power iteration stops on a relative change of 10⁻³, which can
+stop early where the top two eigenvalues are close (its Rayleigh quotient is then a slight under-estimate); the iterations are
+in `spread.csv`. Our batch-size comparison uses one fixed 1,024-sample subset for every model, so the bias is shared."""),
  ("md", "## LCNN in the picture\n\nAn LCNN small CNN (`small_cnn(variant=\"lcnn\")`, spectrally normalised convs, clipped batch norm, centred softplus, λ_β = λ_γ = 1e-3) trained the same way (10 epochs, SGD; in the main run at M1's learning rate 0.02, where it underfits, and again at the project presets' 0.1, family *lcnn (lr 0.1)*) at the smallest and largest batch size: the parameter Hessian's top eigenvalue beside the input-space curvature E C_f that LCNN is built to lower. (A different architecture from M1, so compare batch sizes within a family.) **Caveat:** in 10 epochs this LCNN underfits badly at both learning rates (test accuracy in the table), so these rows only show that the tools run on an LCNN; they say nothing about Yao's or LCNN's claims."),
  ("code", """lc = models[models.family == "lcnn"]
 if len(lc):
