@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
 DATASETS = ("mnist5k", "cifar10", "cifar100", "cifar10-jpeg")
 

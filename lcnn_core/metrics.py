@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
 OUTPUTS = ("loss", "logit")
 HESSIAN_METHODS = ("lanczos", "power", "reference")

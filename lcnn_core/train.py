@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import yaml
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
 from . import distributed
 from .bound import paper_proxy

@@ -1,6 +1,6 @@
 """Write notebooks/hessian_spectrum.ipynb (Yao et al. 2018 at CPU scale). It only reads
 results/yao/ (made by scripts/yao.py); it trains nothing."""
-from nbgen import BADGES, nb
+from nbgen import BADGES, FETCH, nb
 
 nb([
  ("md", "# Hessian spectrum, batch size and robustness (Yao et al. 2018)\n\n" + BADGES("hessian_spectrum") + """
@@ -19,6 +19,7 @@ several batch sizes, the same epochs, SGD with the same learning rate, two seeds
 The scale is printed below every table. This page reads `results/yao/`; it trains nothing
 (`python scripts/yao.py` makes the files)."""),
  ("params", """results_dir = None  # None: the repository's results/yao folder"""),
+ FETCH,
  ("code", """import json
 import matplotlib.pyplot as plt
 import numpy as np
@@ -229,4 +230,4 @@ the data's device. `eigenvalues` and `trace` still run on CPU with `cuda=False`:
 equalled ours (4.70608; both draw Rademacher probes from the same seeded torch stream), against 4.7109 from the dense Hessian.
 Our tests do not depend on it: they compare with the dense Hessian from `torch.func.hessian`, an oracle that needs no third-party
 code. A patched fork (`torch.linalg.eigh` on the tridiagonal matrix) would restore `density`, but we do not ship one."""),
-], "notebooks/hessian_spectrum.ipynb")
+], "notebooks/hessian_spectrum.ipynb", fold_code=True)
