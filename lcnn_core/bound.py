@@ -13,7 +13,10 @@ so for every input x (eval mode)
 
 Linear maps use their exact operator norm (power iteration on the conv for the
 layer's input size, SVD for dense layers), so the bound is tight per layer and
-loose only through composition. ``paper_proxy`` is the paper's training proxy
+loose only through composition. Known gap: the conv norms come from power iteration, an
+estimate from below; when a conv's top two singular values are nearly equal, 500 steps can miss
+the true norm by 1e-4 to 1e-3 (relative, tests/test_tightness.py), so the bound is then short of
+provable by that factor per conv. A Lanczos estimate fixes the accuracy but was not landed. ``paper_proxy`` is the paper's training proxy
 (sum of beta, product of gamma), which is *not* a bound.
 """
 import math
