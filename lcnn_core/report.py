@@ -135,16 +135,20 @@ def ordering(summary, metric="cf", order=("standard", "lcnn", "lcnn_gradreg")):
     return all(a > b for a, b in zip(vals, vals[1:]))
 
 
-def robustness(preset, root=None):
-    """Concatenated robustness.csv of a preset's runs with variant/seed columns."""
+def _per_run_csv(preset, root, filename, columns):
+    """One `filename` per run of a preset, concatenated, with columns(cfg, run_name) added."""
     root = Path(root) if root else results_root()
     frames = []
-    for f in sorted((root / preset).glob("*/robustness.csv")):
+    for f in sorted((root / preset).glob(f"*/{filename}")):
         cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
-        df = pd.read_csv(f)
-        df["variant"], df["label"], df["seed"], df["run"] = cfg["variant"], VARIANT_LABELS[cfg["variant"]], cfg["seed"], f.parent.name
-        frames.append(df)
+        frames.append(pd.read_csv(f).assign(**columns(cfg, f.parent.name)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def robustness(preset, root=None):
+    """Concatenated robustness.csv of a preset's runs with variant/seed columns."""
+    return _per_run_csv(preset, root, "robustness.csv", lambda cfg, run: dict(
+        variant=cfg["variant"], label=VARIANT_LABELS[cfg["variant"]], seed=cfg["seed"], run=run))
 
 
 def pgd(preset, root=None):
@@ -165,14 +169,8 @@ def pgd(preset, root=None):
 
 def history(preset, root=None):
     """Concatenated history.csv of a preset's runs with run / lambda / epochs columns."""
-    root = Path(root) if root else results_root()
-    frames = []
-    for f in sorted((root / preset).glob("*/history.csv")):
-        cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
-        df = pd.read_csv(f)
-        df["run"], df["variant"], df["lam"], df["budget"] = f.parent.name, cfg["variant"], cfg["lam_beta"], cfg["epochs"]
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _per_run_csv(preset, root, "history.csv", lambda cfg, run: dict(
+        run=run, variant=cfg["variant"], lam=cfg["lam_beta"], budget=cfg["epochs"]))
 
 
 def scale_line(runs):
