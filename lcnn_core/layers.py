@@ -126,39 +126,95 @@ def conv_output_padding(input_size, kernel_size, stride, padding):
     return tuple(pads)
 
 
-def conv_operator_norm(weight, input_size, stride=1, padding=0, iters=500, tol=1e-9, u=None):
-    """Largest singular value of x -> conv2d(x, weight) on C x H x W inputs.
+def conv_operator_norm(weight, input_size, stride=1, padding=0, iters=500, tol=1e-6, u=None):
+    """Largest singular value of A: x -> conv2d(x, weight) on C x H x W inputs.
 
-    Power iteration on A^T A, with A = conv2d and A^T = conv_transpose2d.
-    Returns (sigma, u) with u the unit right singular vector estimate
-    (shape 1 x C x H x W). sigma = ||A u|| is a lower estimate that converges
-    to the true norm; it stops when the relative change is below ``tol``.
+    Lanczos with full reorthogonalisation on M = A^T A (A^T = conv_transpose2d with
+    the output_padding that makes it the exact adjoint), in float64, started from
+    ``u`` (or a fixed random vector) and restarted from the top Ritz vector every
+    64 steps, at most ``iters`` products with M. It stops when the top Ritz pair
+    (theta, y) has residual r = ||M y - theta y|| <= tol * theta. Some eigenvalue of
+    M lies within r of theta, so the returned sigma = sqrt(theta + r) is an upper
+    estimate of the singular value Lanczos converged to (the largest, unless the
+    start vector is orthogonal to its singular vector), high by at most tol / 2
+    relative. The residual, not the change in theta, is the stopping rule: on
+    large convs the top singular values are packed (neighbouring frequencies), so
+    theta creeps up long after it looks settled. Unlike power iteration, Lanczos
+    does not stall when the top two singular values nearly coincide.
+
+    Returns (sigma, u): sigma a 0-d tensor in weight's dtype, rounded up; u the unit
+    right singular vector estimate, 1 x C x H x W in weight's dtype.
     """
     stride, padding = _pair(stride), _pair(padding)
     k = weight.shape[-2:]
     out_pad = conv_output_padding(input_size, k, stride, padding)
+    w = weight.detach().double()
+    shape = (1, weight.shape[1], *input_size)
+    n = math.prod(shape)
+
+    def gram(q):  # M q, flat float64 -> flat float64
+        v = F.conv2d(q.view(shape), w, stride=stride, padding=padding)
+        return F.conv_transpose2d(v, w, stride=stride, padding=padding, output_padding=out_pad).flatten()
+
     if u is None:
         gen = torch.Generator().manual_seed(0)
-        u = torch.randn((1, weight.shape[1], *input_size), generator=gen).to(weight)
-    u = u / u.norm()
-    sigma = torch.zeros((), dtype=weight.dtype, device=weight.device)
+        u = torch.randn(shape, generator=gen)
+    y = u.detach().to(w).flatten()
+    y = y / y.norm()
+    cycle = min(64, n, max(iters, 1))
+    basis = torch.empty(cycle, n, dtype=w.dtype, device=w.device)
+    used, theta, resid = 0, 0.0, float("inf")
+
+    def top_ritz(alphas, betas):  # top eigenpair of the Lanczos tridiagonal
+        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if len(alphas) > 1:
+            off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+            tri += torch.diag(off, 1) + torch.diag(off, -1)
+        evals, evecs = torch.linalg.eigh(tri)
+        return float(evals[-1]), evecs[:, -1]
+
     with torch.no_grad():
-        for _ in range(iters):
-            v = F.conv2d(u, weight, stride=stride, padding=padding)
-            new_sigma = v.norm()
-            u = F.conv_transpose2d(v, weight, stride=stride, padding=padding, output_padding=out_pad)
-            u = u / u.norm().clamp_min(1e-30)
-            if abs(float(new_sigma - sigma)) <= tol * float(new_sigma):
-                sigma = new_sigma
+        while True:
+            q, alphas, betas = y, [], []
+            for j in range(cycle):
+                basis[j] = q
+                z = gram(q)
+                used += 1
+                alphas.append(float(q @ z))
+                for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
+                    z -= basis[: j + 1].T @ (basis[: j + 1] @ z)
+                beta = float(z.norm())
+                betas.append(beta)
+                est, s = top_ritz(alphas, betas)
+                # beta |s_last| is the Ritz residual; beta ~ 0 means an invariant subspace
+                if beta * abs(float(s[-1])) <= tol * abs(est) or j + 1 == cycle or used >= iters:
+                    break
+                q = z / beta
+            _, s = top_ritz(alphas, betas)
+            y = basis[: len(alphas)].T @ s.to(basis)
+            y = y / y.norm()
+            my = gram(y)  # the residual measured, not trusted from the recurrence
+            used += 1
+            theta = float(y @ my)
+            resid = float((my - theta * y).norm())
+            if resid <= tol * abs(theta) or used >= iters:
                 break
-            sigma = new_sigma
-        sigma = F.conv2d(u, weight, stride=stride, padding=padding).norm()
-    return sigma, u
+    sigma = torch.tensor(math.sqrt(max(theta, 0.0) + resid), dtype=torch.float64, device=weight.device)
+    return _round_up(sigma, weight.dtype), y.view(shape).to(weight.dtype)
+
+
+def _round_up(value, dtype):
+    """Cast a float64 0-d tensor to ``dtype`` without rounding down (a norm divided out
+    must not shrink, or the normalised layer's norm exceeds 1 by half an ulp)."""
+    cast = value.to(dtype)
+    if float(cast) < float(value):
+        cast = torch.nextafter(cast, torch.full_like(cast, math.inf))
+    return cast
 
 
 def linear_operator_norm(weight):
-    """Largest singular value of a dense matrix (exact, by SVD)."""
-    return torch.linalg.matrix_norm(weight.detach().double(), ord=2).to(weight.dtype)
+    """Largest singular value of a dense matrix (exact, by SVD in float64, rounded up)."""
+    return _round_up(torch.linalg.matrix_norm(weight.detach().double(), ord=2), weight.dtype)
 
 
 def _pair(v):
@@ -171,8 +227,8 @@ class SNConv2d(nn.Conv2d):
 
     The norm is tracked by power iteration alternating conv2d / conv_transpose2d
     with the right-singular-vector estimate ``u`` kept as a buffer: ``init_iters``
-    iterations at construction, one per training forward, and a converged run
-    when the layer switches to eval mode, so the eval-mode forward (which never
+    Lanczos steps at construction, one power step per training forward, and a
+    converged Lanczos run when the layer switches to eval mode, so the eval-mode forward (which never
     touches buffers, as ``torch.func`` requires) has operator norm <= 1.
     """
 
@@ -197,8 +253,8 @@ class SNConv2d(nn.Conv2d):
         return super().train(mode)
 
     @torch.no_grad()
-    def converge(self, iters=None, tol=1e-7):
-        """Run power iteration to convergence and store sigma (used for eval)."""
+    def converge(self, iters=None, tol=1e-6):
+        """Run Lanczos to convergence and store sigma, rounded up (used for eval)."""
         sigma, u = conv_operator_norm(self.weight, self.input_size, self.stride, self.padding,
                                       iters=iters or self.eval_iters, tol=tol, u=self.u)
         self.u.copy_(u)
@@ -226,8 +282,9 @@ class SNConv2d(nn.Conv2d):
         return sigma
 
     def operator_norm(self):
-        """True operator norm of the normalised conv (converged power iteration)."""
-        sigma, _ = conv_operator_norm(self.weight.detach() / self.sigma, self.input_size, self.stride, self.padding)
+        """True operator norm of the normalised conv (converged Lanczos, rounded up)."""
+        sigma, _ = conv_operator_norm(self.weight.detach() / self.sigma, self.input_size, self.stride, self.padding,
+                                      u=self.u)
         return float(sigma)
 
     def lipschitz(self):
