@@ -31,7 +31,8 @@ def provenance(device=None, **extra):
     from . import __version__
     # LCNN_GIT_SHA: for copies of the tree without .git (e.g. a remote GPU machine)
     sha = _git("rev-parse", "HEAD") or os.environ.get("LCNN_GIT_SHA")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    # results/ is excluded: a script that rewrites its own outputs must not mark its code dirty
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return dict(
         git_sha=sha, git_dirty=bool(dirty) if dirty is not None else None,
         lcnn_core=__version__, python=sys.version.split()[0], torch=torch.__version__,
