@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lcnn_core.layers import SNConv2d, conv_operator_norm, conv_output_padding
+from lcnn_core.layers import SNConv2d, _pair, conv_operator_norm, conv_output_padding
 from lcnn_core.provenance import provenance
 
 OUT = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
@@ -32,6 +32,7 @@ OUT = Path(__file__).resolve().parent.parent / "results" / "benchmarks"
 
 def power_norm(w, input_size, stride, padding, u, iters=300, tol=1e-7):
     """(sigma, steps): power iteration on A^T A from u, the rule lcnn_core used before Lanczos."""
+    stride, padding = _pair(stride), _pair(padding)
     out_pad = conv_output_padding(input_size, w.shape[-2:], stride, padding)
     u, sigma = u / u.norm(), 0.0
     for step in range(1, iters + 1):
