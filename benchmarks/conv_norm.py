@@ -7,9 +7,10 @@ Two parts, one CSV each under results/benchmarks/:
   Relative error of ``layers.conv_operator_norm`` (Lanczos, from above) and of power
   iteration with the old rule (at most 300 steps, stop at a relative change below 1e-7).
 * ``conv_norm_trained.csv``: every spectrally normalised conv of every finished LCNN run
-  under runs/ (too large for a dense SVD). Both estimates, started from the layer's stored
-  vector u, with their products with A^T A and wall time. Lanczos is an estimate from above
-  and power iteration one from below, so the gap between them bounds the error of each.
+  under runs/ (too large for a dense SVD). Both estimates, started from the vector u stored in
+  the checkpoint (what the old eval-mode step started from) and from a fixed random vector,
+  with their products with A^T A and wall time. Lanczos is an estimate from above and power
+  iteration one from below, so the gap between them bounds the error of each.
 
     python benchmarks/conv_norm.py [--runs runs] [--random 200]
 
@@ -92,23 +93,29 @@ def random_convs(n, seed=0):
 
 
 def trained_convs(runs):
-    from lcnn_core.train import is_finished, load_run
+    from lcnn_core.train import is_finished, load_checkpoint, load_run
     rows = []
     for run_dir in sorted(Path(runs).glob("*/*")):
         if not is_finished(run_dir) or "lcnn" not in run_dir.name:
             continue
+        stored = load_checkpoint(run_dir / "model.pt")["model"]  # u as saved, before any re-convergence
         model, cfg, _ = load_run(run_dir, "cpu")
         for name, conv in model.named_modules():
             if not isinstance(conv, SNConv2d):
                 continue
             w = conv.weight.detach().double()
-            u = conv.u.double()
             args = (w, conv.input_size, conv.stride, conv.padding)
-            (lanczos, _), l_calls, l_time = counted(lambda: conv_operator_norm(*args, u=u))
-            (power, steps), _, p_time = counted(lambda: power_norm(*args, u))
-            rows.append(dict(run=f"{run_dir.parent.name}/{run_dir.name}", layer=name, dim=u.numel(),
-                             lanczos=float(lanczos), power=power, gap=(float(lanczos) - power) / float(lanczos),
-                             lanczos_products=l_calls, power_steps=steps, lanczos_s=l_time, power_s=p_time))
+            row = dict(run=f"{run_dir.parent.name}/{run_dir.name}", layer=name, dim=conv.u.numel())
+            starts = dict(stored=stored[f"{name}.u"].double(),
+                          cold=torch.randn(conv.u.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+            for start, u in starts.items():
+                (lanczos, _), calls, l_time = counted(lambda: conv_operator_norm(*args, u=u))
+                (power, steps), _, p_time = counted(lambda: power_norm(*args, u))
+                row.update({f"{start}_lanczos": float(lanczos), f"{start}_power": power,
+                            f"{start}_gap": (float(lanczos) - power) / float(lanczos),
+                            f"{start}_lanczos_products": calls, f"{start}_power_steps": steps,
+                            f"{start}_lanczos_s": l_time, f"{start}_power_s": p_time})
+            rows.append(row)
         print(run_dir, flush=True)
     return pd.DataFrame(rows)
 
@@ -131,8 +138,8 @@ def main(argv=None):
         dense_lanczos_rel_err=[float(dense.lanczos_rel_err.min()), float(dense.lanczos_rel_err.max())],
         dense_power_rel_err=[float(dense.power_rel_err.min()), float(dense.power_rel_err.max())],
         trained_convs=len(trained), trained_runs=int(trained.run.nunique()) if len(trained) else 0,
-        trained_gap_max=float(trained.gap.max()) if len(trained) else None,
-        trained_gap_median=float(trained.gap.median()) if len(trained) else None,
+        **{f"trained_{start}_gap_{stat}": float(getattr(trained[f"{start}_gap"], stat)()) if len(trained) else None
+           for start in ("stored", "cold") for stat in ("median", "max")},
     )
     meta = provenance("cpu", script="benchmarks/conv_norm.py", wall_time_s=round(time.perf_counter() - start, 1),
                       settings=vars(args), summary=summary)
