@@ -74,10 +74,9 @@ for key, s in summaries.items():
     rows.append(dict(setting=key, **{report.VARIANT_LABELS[v]: round(vals[v], 3) for v in ["standard", "lcnn", "lcnn_gradreg"] if v in vals},
                      ordering=holds_text))
     glue(f"{key}_ordering", holds_text, display=False)
-    for v in ["standard", "lcnn", "gradreg", "lcnn_gradreg"]:
-        if v in vals:
-            glue(f"{key}_cf_{v}", float(vals[v]), display=False)
-            glue(f"{key}_acc_{v}", float(s.set_index("variant").loc[v, "accuracy_mean"]), display=False)
+    for v in vals.index:  # every variant of the preset that has results
+        glue(f"{key}_cf_{v}", float(vals[v]), display=False)
+        glue(f"{key}_acc_{v}", float(s.set_index("variant").loc[v, "accuracy_mean"]), display=False)
 report.styled(pd.DataFrame(rows))"""),
 ], "notebooks/geometry.ipynb", fold_code=True)
 
