@@ -3,6 +3,6 @@
 main:
 	python -m lcnn_core train --preset cpu-default
 book:
-	jupyter-book build book/ -W -n --keep-going
+	jupyter-book build book/ --all -W -n --keep-going
 test:
 	pytest tests notebooks --nbval-lax --ignore=notebooks/train.ipynb

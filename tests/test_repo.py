@@ -19,7 +19,7 @@ def test_workflow_runs_the_readme_test_command_and_builds_with_warnings_as_error
     wf = yaml.safe_load((ROOT / ".github/workflows/book.yml").read_text())
     runs = [s["run"] for s in wf["jobs"]["build"]["steps"] if "run" in s]
     assert readme_command("Run the tests") in runs
-    assert any("jupyter-book build book/ -W -n --keep-going" in r for r in runs)
+    assert any("jupyter-book build book/ --all -W -n --keep-going" in r for r in runs)
     assert wf["jobs"]["deploy"]["needs"] == "build"
 
 
