@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .lanczos import lanczos, tridiagonal
 from .metrics import eval_mode, model_device_dtype
 
 
@@ -220,27 +221,15 @@ class ParamHessian:
         gen = torch.Generator().manual_seed(seed)
         m = min(iters, self.dim)
         nodes, weights = np.zeros((n_v, m)), np.zeros((n_v, m))
+
+        def breakdown(alphas, betas):  # beta tiny against the scale of T so far: invariant subspace
+            scale = max(abs(a) for a in alphas) + max(betas[:-1], default=0.0)
+            return betas[-1] <= 1e-10 * max(scale, 1e-30)
+
         for r in range(n_v):
             q = self._rademacher(gen)
-            q = q / q.norm()
-            basis, alphas, betas = [q], [], []
-            for k in range(m):
-                w = self.hvp(q)
-                alpha = float(q.double() @ w.double())
-                alphas.append(alpha)
-                w = w - alpha * q - (betas[-1] * basis[-2] if betas else 0)
-                Q = torch.stack(basis)
-                for _ in range(2):  # full reorthogonalisation ("twice is enough")
-                    w = w - Q.T @ (Q @ w)
-                beta = float(w.norm())
-                scale = max(abs(a) for a in alphas) + (max(betas) if betas else 0.0)
-                if k == m - 1 or beta <= 1e-10 * max(scale, 1e-30):
-                    break
-                betas.append(beta)
-                q = w / beta
-                basis.append(q)
-            T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-            theta, S = np.linalg.eigh(T)
+            alphas, betas, _ = lanczos(self.hvp, q / q.norm(), m, breakdown)
+            theta, S = np.linalg.eigh(tridiagonal(alphas, betas).numpy())
             nodes[r, :len(theta)] = theta
             weights[r, :len(theta)] = S[0] ** 2 / n_v
         return nodes, weights

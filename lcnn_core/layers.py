@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .lanczos import lanczos, tridiagonal
+
 BETA_OFFSET = 1e-3  # b = beta + 1e-3 keeps the softplus well defined as beta -> 0
 
 
@@ -162,36 +164,23 @@ def conv_operator_norm(weight, input_size, stride=1, padding=0, iters=500, tol=1
     y = u.detach().to(w).flatten()
     y = y / y.norm()
     cycle = min(64, n, max(iters, 1))
-    basis = torch.empty(cycle, n, dtype=w.dtype, device=w.device)
-    used, theta, resid = 0, 0.0, float("inf")
+    buffer = torch.empty(cycle, n, dtype=w.dtype, device=w.device)
 
     def top_ritz(alphas, betas):  # top eigenpair of the Lanczos tridiagonal
-        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if len(alphas) > 1:
-            off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
-            tri += torch.diag(off, 1) + torch.diag(off, -1)
-        evals, evecs = torch.linalg.eigh(tri)
+        evals, evecs = torch.linalg.eigh(tridiagonal(alphas, betas))
         return float(evals[-1]), evecs[:, -1]
 
+    def converged(alphas, betas):  # beta |s_last| is the Ritz residual of the top pair
+        theta, s = top_ritz(alphas, betas)
+        return betas[-1] * abs(float(s[-1])) <= tol * abs(theta)
+
+    used = 0
     with torch.no_grad():
         while True:
-            q, alphas, betas = y, [], []
-            for j in range(cycle):
-                basis[j] = q
-                z = gram(q)
-                used += 1
-                alphas.append(float(q @ z))
-                for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
-                    z -= basis[: j + 1].T @ (basis[: j + 1] @ z)
-                beta = float(z.norm())
-                betas.append(beta)
-                est, s = top_ritz(alphas, betas)
-                # beta |s_last| is the Ritz residual; beta ~ 0 means an invariant subspace
-                if beta * abs(float(s[-1])) <= tol * abs(est) or j + 1 == cycle or used >= iters:
-                    break
-                q = z / beta
+            alphas, betas, basis = lanczos(gram, y, min(cycle, iters - used), converged, buffer)
+            used += len(alphas)
             _, s = top_ritz(alphas, betas)
-            y = basis[: len(alphas)].T @ s.to(basis)
+            y = basis.T @ s.to(basis)
             y = y / y.norm()
             my = gram(y)  # the residual measured, not trusted from the recurrence
             used += 1
