@@ -32,3 +32,11 @@ TEAM = {
     "gradreg":      dict(grad=1.44, hess=49.75, cf=32.83, acc=93.0),
     "lcnn_gradreg": dict(grad=0.90, hess=1.99, cf=2.16, acc=62.0),
 }
+
+# "At the same accuracy": the paper calls every model of its Table 1 comparably accurate, and the
+# farthest from Standard (CURE, 76.48 against 77.42) is 0.94 points away; so a difference within
+# 1 point is "the same accuracy" in the paper's own usage (tests/test_verdicts.py checks the table).
+ACC_TOLERANCE = 1.0  # accuracy points
+# "Only marginally more training time": the paper gives no number. Our reading: at most 15 % more
+# time per training step than Standard. A choice of this study, not the paper's.
+COST_LIMIT = 1.15  # time ratio model / Standard
