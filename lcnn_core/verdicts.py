@@ -229,7 +229,7 @@ def bounded(model, baseline, limit=COST_LIMIT, n_images=None, level=LEVEL):
     """
     est, lo, hi, n, method = _interval(model, baseline, True, None, level)
     lim = math.log(limit)
-    args = (est, lo, hi, True, limit, est / lim, n, n_images, method)
+    args = (est, lo, hi, True, limit, math.nan, n, n_images, method)  # a limit, not the paper's effect
     if _one_seed(n):
         side = "above" if est > lim else "at or below"
         return _finish("not reproduced" if est > lim else "reproduced",
