@@ -457,3 +457,20 @@ def compute_hours(root=None):
     return dict(cpu_hours=hours.get("CPU", 0.0), gpu_hours=hours.get("GPU", 0.0), files=len(df),
                 no_time=int(df.wall_time_s.isna().sum()), no_sha=int((df.git_sha.fillna("") == "").sum()),
                 dirty=int((df.git_dirty == True).sum()))  # noqa: E712  (None is neither)
+
+
+def run_times(preset, root=None):
+    """Per run of a preset: training and evaluation wall time (s) from provenance.json and
+    geometry.json, their total, variant and seed."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for f in sorted((root / preset).glob("*/provenance.json")):
+        prov = json.loads(f.read_text())
+        geo = f.parent / "geometry.json"
+        ev = json.loads(geo.read_text())["provenance"].get("eval_wall_time_s") if geo.exists() else None
+        rows.append(dict(run=f.parent.name, variant=prov.get("variant"), seed=prov.get("seed"),
+                         train_s=prov.get("wall_time_s"), eval_s=ev))
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["total_s"] = df.train_s + df.eval_s.fillna(0)
+    return df
