@@ -474,3 +474,26 @@ def run_times(preset, root=None):
     if len(df):
         df["total_s"] = df.train_s + df.eval_s.fillna(0)
     return df
+
+
+def ordering_verdict(runs, order=("standard", "lcnn", "lcnn_gradreg"), metric="cf", root=None):
+    """The paper's ordering metric(order[0]) > metric(order[1]) > ... as consecutive ratio claims.
+
+    Returns (text, steps): text completes "the ordering ... " ("holds: ...", "is not reproduced: ...",
+    "is inconclusive: ...", "cannot be tested: ..."); steps is a list of (later, earlier, Verdict)."""
+    missing = [VARIANT_LABELS[v] for v in order if v not in set(runs.variant)]
+    if missing:
+        return f"cannot be tested: no results for {', '.join(missing)}", []
+    steps = [(b, a, geometry_verdict(runs, b, metric, baseline=a, root=root)) for a, b in zip(order, order[1:])]
+
+    def say(b, a, v):
+        n = v.seeds()
+        return f"{VARIANT_LABELS[b]} / {VARIANT_LABELS[a]} = {v.interval()} ({n} seed{'' if n == '1' else 's'}, {v.outcome})"
+
+    outcomes = [v.outcome for _, _, v in steps]
+    detail = "; ".join(say(*s) for s in steps)
+    if all(o == "reproduced" for o in outcomes):
+        return f"holds: {detail}", steps
+    if "not reproduced" in outcomes:
+        return f"is not reproduced: {detail}", steps
+    return f"is inconclusive: {detail}", steps

@@ -178,21 +178,31 @@ def _one_seed_reason(n):
     return f"only {min(n)} seed of {'the model' if n[0] < 2 else 'the baseline'}: no spread over training runs"
 
 
-def compare(model, baseline, paper, scale="difference", images=None, n_images=None, level=LEVEL):
+def compare(model, baseline, paper, scale="difference", images=None, n_images=None, level=LEVEL, direction=None):
     """Verdict on a directional claim: the model's effect over the baseline has the paper's sign.
 
     ``model``, ``baseline``: one value per seed. ``paper``: the paper's effect on ``scale``
-    (a difference, or a ratio model / baseline). ``images``: optional (model, baseline) per-image
-    values on shared test images, used only for a single-seed interval.
+    (a difference, or a ratio model / baseline); None when the paper states only a direction,
+    given as ``direction`` (+1: model above baseline, -1: below); the far-smaller rule then does
+    not apply. ``images``: optional (model, baseline) per-image values on shared test images,
+    used only for a single-seed interval.
     """
     log = scale == "ratio"
     if scale not in ("difference", "ratio"):
         raise ValueError(f"unknown scale {scale!r}")
-    p = math.log(paper) if log else float(paper)
-    if p == 0 or not np.isfinite(p):
+    if paper is None:
+        if direction not in (1, -1):
+            raise ValueError("without the paper's effect, give its direction (+1 or -1)")
+        est, lo, hi, n, method = _interval(model, baseline, log, images, level)
+        paper = math.nan
+        p = float(direction) * math.inf  # no size: only the sign is used below
+    else:
+        p = math.log(paper) if log else float(paper)
+    if p == 0 or p != p:
         raise ValueError("the paper's effect must be non-zero and finite: it gives the direction")
-    est, lo, hi, n, method = _interval(model, baseline, log, images, level)
-    rel = est / p
+    if np.isfinite(p):
+        est, lo, hi, n, method = _interval(model, baseline, log, images, level)
+    rel = est / p if np.isfinite(p) else math.nan
     args = (est, lo, hi, log, paper, rel, n, n_images, method)
     if _one_seed(n):
         return _finish("inconclusive", _one_seed_reason(n), *args)
@@ -201,7 +211,7 @@ def compare(model, baseline, paper, scale="difference", images=None, n_images=No
     what = "ratio 1" if log else "0"
     if far < 0:
         return _finish("not reproduced", f"the CI lies wholly on the other side of {what}", *args)
-    if far < FAR_SMALLER * abs(p):
+    if np.isfinite(p) and far < FAR_SMALLER * abs(p):
         return _finish("not reproduced", f"the CI lies wholly below {FAR_SMALLER:g} of the paper's effect", *args)
     if near > 0:
         return _finish("reproduced", f"the CI excludes {what}, on the paper's side", *args)

@@ -186,3 +186,12 @@ def test_bad_input():
         verdicts.compare([1.0, 2.0], [1.0, 2.0], paper=0.0)
     with pytest.raises(ValueError):
         verdicts.compare([], [1.0, 2.0], paper=1.0)
+
+
+def test_direction_only_claims_skip_the_far_smaller_rule():
+    v = verdicts.compare([1.02, 1.021, 1.019], [1.0, 1.001, 0.999], paper=None, direction=1, scale="ratio")
+    assert v.outcome == "reproduced" and math.isnan(v.paper) and math.isnan(v.relative)
+    w = verdicts.compare([1.02, 1.021, 1.019], [1.0, 1.001, 0.999], paper=None, direction=-1, scale="ratio")
+    assert w.outcome == "not reproduced"
+    with pytest.raises(ValueError):
+        verdicts.compare([1.0, 2.0], [1.0, 2.0], paper=None)
