@@ -69,75 +69,10 @@ def summarise(runs, by=("variant", "lam", "epochs")):
     return out.sort_values(by="variant", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
-def select_lambda(summary, lam):
-    """Rows for one LCNN lambda: every variant without the LCNN penalty, and the LCNN
-    variants trained with ``lam``."""
-    keep = ~summary["variant"].isin(["lcnn", "lcnn_gradreg"]) | (summary["lam"] == lam)
-    return summary[keep].reset_index(drop=True)
-
-
 def fmt(mean, std=None, digits=2):
     if std is None or std != std:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def verdict(ours_ratio, paper_ratio):
-    """Direction of an effect relative to Standard: both below 1 or both above 1."""
-    if ours_ratio != ours_ratio or paper_ratio != paper_ratio:
-        return "n/a"
-    return "ordering reproduced" if (ours_ratio < 1) == (paper_ratio < 1) else "not reproduced"
-
-
-def comparison(summary, metric="cf"):
-    """Paper | team | ours for one metric (grad, hess, cf) per variant, with ours / Standard,
-    the paper's / Standard, and the verdict on the direction."""
-    s = summary.set_index("variant")
-    base = s.loc["standard", f"{metric}_mean"] if "standard" in s.index else float("nan")
-    rows = []
-    for v, r in s.iterrows():
-        paper = PAPER.get(v, {}).get(metric)
-        team = TEAM.get(v, {}).get(metric)
-        ours_ratio = r[f"{metric}_mean"] / base
-        paper_ratio = paper[0] / PAPER["standard"][metric][0] if paper else float("nan")
-        rows.append({
-            "model": r["label"],
-            "paper (CIFAR-100)": fmt(*paper) if paper else "–",
-            "team (CIFAR-10)": fmt(team) if team is not None else "–",
-            "ours": fmt(r[f"{metric}_mean"], r[f"{metric}_std"]),
-            "ours / Standard": f"{ours_ratio:.2f}",
-            "paper / Standard": f"{paper_ratio:.2f}" if paper else "–",
-            "verdict": "baseline" if v == "standard" else verdict(ours_ratio, paper_ratio),
-        })
-    return pd.DataFrame(rows)
-
-
-def accuracy_comparison(summary):
-    """Accuracy per variant beside the paper's and team's, verdict: within ACC_TOLERANCE of Standard."""
-    s = summary.set_index("variant")
-    base = s.loc["standard", "accuracy_mean"]
-    rows = []
-    for v, r in s.iterrows():
-        drop = r["accuracy_mean"] - base
-        paper, team = PAPER.get(v, {}).get("acc"), TEAM.get(v, {}).get("acc")
-        rows.append({
-            "model": r["label"], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
-            "team (CIFAR-10)": fmt(team, digits=0) if team is not None else "–",
-            "ours %": fmt(r["accuracy_mean"], r["accuracy_std"], 1), "ours − Standard": f"{drop:+.1f}",
-            "verdict": "baseline" if v == "standard" else
-            ("reproduced (within 2 points)" if abs(drop) <= ACC_TOLERANCE else "not reproduced"),
-        })
-    return pd.DataFrame(rows)
-
-
-def ordering(summary, metric="cf", order=("standard", "lcnn", "lcnn_gradreg")):
-    """True if metric strictly decreases along ``order`` (the paper's E C_f ordering),
-    None if a model of ``order`` is missing."""
-    s = summary.set_index("variant")[f"{metric}_mean"]
-    if any(v not in s.index for v in order):
-        return None
-    vals = [s[v] for v in order]
-    return all(a > b for a, b in zip(vals, vals[1:]))
 
 
 def _per_run_csv(preset, root, filename, columns):

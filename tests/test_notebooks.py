@@ -28,20 +28,47 @@ def test_report_tables_from_evaluated_runs(smoke_results):
     assert sorted(runs.variant) == ["lcnn", "lcnn_gradreg", "standard"]
     summary = report.summarise(runs)
     assert list(summary.variant) == ["standard", "lcnn", "lcnn_gradreg"]  # the paper's row order
-    table = report.comparison(summary, "cf")
+    table = report.claim_table(runs, "cf", smoke_results)
     assert table.loc[0, "verdict"] == "baseline"
-    assert set(table.verdict[1:]) <= {"ordering reproduced", "not reproduced"}
-    assert report.ordering(summary, "cf") in (True, False)
-    assert report.ordering(summary[summary.variant != "lcnn"], "cf") is None
+    # one seed per model: every verdict is inconclusive, and says why
+    assert all(v.startswith("inconclusive (only 1 seed") for v in table.verdict[1:])
+    assert list(table.seeds) == ["1", "1", "1"] and set(table.images) == {runs.eval_samples.iloc[0]}
+    acc = report.accuracy_table(runs)
+    assert all(v.startswith("inconclusive") for v in acc.verdict[1:])
+    text, steps = report.ordering_verdict(runs, root=smoke_results)
+    assert text.startswith("is inconclusive") and len(steps) == 2
+    assert report.ordering_verdict(runs[runs.variant != "lcnn"], root=smoke_results)[0].startswith("cannot be tested")
     for d in (smoke_results / "smoke").iterdir():
         prov = json.loads((d / "provenance.json").read_text())
         assert prov["preset"] == "smoke" and prov["wall_time_s"] > 0
 
 
-def test_verdict_rule():
-    assert report.verdict(0.3, 0.26) == "ordering reproduced"
-    assert report.verdict(1.4, 0.26) == "not reproduced"
-    assert report.verdict(float("nan"), 0.26) == "n/a"
+def test_ledger_on_the_committed_results():
+    """The summary page's ledger: one row per claim and scale, verdicts from lcnn_core.verdicts."""
+    from lcnn_core import verdicts
+    ledger = report.ledger()
+    assert set(ledger.claim) <= set(report.CLAIMS) and 1 in set(ledger.claim)
+    assert set(ledger.verdict) <= set(verdicts.OUTCOMES)
+    single = ledger[ledger.seeds == "1"]
+    assert (single.verdict == "inconclusive").all()  # a single seed never decides a claim
+    for _, row in ledger[ledger.claim != 5].iterrows():
+        assert row.scale in {s for _, _, s in report.SCALES} and row.page in {"geometry", "gradient_robustness", "adversarial"}
+    hours = report.compute_hours()
+    assert hours["cpu_hours"] > 0 and hours["files"] == len(report.compute_used())
+
+
+def test_ledger_rows_recompute_from_the_files(tmp_path):
+    """A ledger row is the verdict rule applied to the per-seed values in results/: recompute one by hand."""
+    import numpy as np
+    from lcnn_core import verdicts
+    runs = report.load_runs("cpu-default")
+    v = report.geometry_verdict(runs, "lcnn", "cf")
+    a = runs[runs.variant == "lcnn"].sort_values("seed").cf.to_numpy()
+    b = runs[runs.variant == "standard"].sort_values("seed").cf.to_numpy()
+    est, lo, hi, _ = verdicts.welch(np.log(a), np.log(b))
+    assert (v.estimate, v.low, v.high) == pytest.approx((np.exp(est), np.exp(lo), np.exp(hi)))
+    row = report.ledger().query("claim == 1 and test == 'E C_f, LCNN / Standard' and scale == 'MNIST-5k, width 8, CPU'")
+    assert row.verdict.item() == v.outcome and row.seeds.item() == str(len(a))
 
 
 @pytest.mark.parametrize("name", ["geometry", "gradient_robustness", "adversarial"])
