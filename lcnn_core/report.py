@@ -297,7 +297,7 @@ def _ledger_row(claim, test, scale, v, page, digits=2):
     paper = f"{v.paper:+.{digits}f}" if v.scale == "difference" else f"{v.paper:.{digits}f}"
     why = v.reason + ("; the interval covers test-image noise only" if "image noise" in v.method else "")
     return {"claim": claim, "test": test, "paper": paper, "ours (95% CI)": v.interval(digits),
-            "ours / paper": (f"{v.relative:.2f}" if np.isfinite(v.relative) else "–") + (" (log)" if v.scale == "ratio" else ""),
+            "ours / paper": f"{v.relative:.2f}" + (" (log)" if v.scale == "ratio" else "") if np.isfinite(v.relative) else "–",
             "scale": scale, "seeds": v.seeds(), "images": v.n_images if v.n_images is not None else "–",
             "verdict": v.outcome, "why": why, "method": v.method, "page": page}
 

@@ -25,8 +25,8 @@ paper's is ours / paper's on that scale (on the log scale for ratios: 1 means th
 
 **Outcomes of a directional claim** (:func:`compare`; the paper's effect gives the direction):
 
-- *reproduced*: the CI excludes no effect (0, or ratio 1) and lies on the paper's side, and it does
-  not lie wholly below ``FAR_SMALLER`` (a quarter) of the paper's effect;
+- *reproduced*: the CI excludes "no effect" (0, or ratio 1) and lies on the paper's side, and it
+  does not lie wholly below ``FAR_SMALLER`` (a quarter) of the paper's effect;
 - *not reproduced*: the CI lies wholly on the other side of 0, or wholly below a quarter of the
   paper's effect (on the log scale for ratios: a factor below the paper's factor to the power 1/4);
 - *inconclusive*: otherwise (the CI straddles 0), or a model has only 1 seed.
@@ -56,12 +56,14 @@ OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
 __all__ = ["Verdict", "welch", "image_bootstrap", "compare", "equivalent", "bounded", "LEVEL", "FAR_SMALLER",
            "ACC_TOLERANCE", "COST_LIMIT", "OUTCOMES", "RULE"]
 
+_PTS = f"{ACC_TOLERANCE:g} point{'' if ACC_TOLERANCE == 1 else 's'}"
 RULE = (f"Each interval is a {LEVEL:.0%} Welch t-interval over training seeds (on the log scale for ratios). "
-        "A directional claim is *reproduced* when the interval excludes no effect on the paper's side, "
+        "A directional claim is *reproduced* when the interval excludes 'no effect' (0, or a ratio of 1) and lies on "
+        "the paper's side, "
         f"*not reproduced* when it lies wholly on the other side or wholly below {FAR_SMALLER:g} of the "
         "paper's effect (for ratios: the paper's factor to that power), and *inconclusive* otherwise or when a "
         f"model has a single seed. \"Same accuracy\" is reproduced when the interval of the accuracy "
-        f"difference lies within ±{ACC_TOLERANCE:g} points, not reproduced when it lies wholly outside. "
+        f"difference lies within ±{_PTS}, not reproduced when it lies wholly outside. "
         f"\"Marginally more training time\" means a time ratio of at most {COST_LIMIT:g}.")
 
 
@@ -221,14 +223,14 @@ def compare(model, baseline, paper, scale="difference", images=None, n_images=No
 def equivalent(model, baseline, tolerance=ACC_TOLERANCE, paper=math.nan, n_images=None, level=LEVEL):
     """Verdict on a "no change" claim (accuracy): the difference lies within ± ``tolerance``."""
     est, lo, hi, n, method = _interval(model, baseline, False, None, level)
-    args = (est, lo, hi, False, paper, est / paper if paper else math.nan, n, n_images, method)
+    args = (est, lo, hi, False, paper, math.nan, n, n_images, method)  # no size to match: "no change" is the claim
     if _one_seed(n):
         return _finish("inconclusive", _one_seed_reason(n), *args)
     if -tolerance <= lo and hi <= tolerance:
-        return _finish("reproduced", f"the CI lies within ±{tolerance:g} points", *args)
+        return _finish("reproduced", f"the CI lies within ±{tolerance:g} point{'' if tolerance == 1 else 's'}", *args)
     if lo > tolerance or hi < -tolerance:
-        return _finish("not reproduced", f"the CI lies wholly outside ±{tolerance:g} points", *args)
-    return _finish("inconclusive", f"the CI crosses ±{tolerance:g} points", *args)
+        return _finish("not reproduced", f"the CI lies wholly outside ±{tolerance:g} point{'' if tolerance == 1 else 's'}", *args)
+    return _finish("inconclusive", f"the CI crosses ±{tolerance:g} point{'' if tolerance == 1 else 's'}", *args)
 
 
 def bounded(model, baseline, limit=COST_LIMIT, n_images=None, level=LEVEL):
