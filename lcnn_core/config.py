@@ -61,6 +61,7 @@ DEFAULTS = {
     "device": "auto",            # auto | cpu | cuda
     "amp": "auto",               # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
     "channels_last": "auto",     # auto (on for CUDA) | on | off
+    "compile": "auto",           # torch.compile the model: auto (CUDA, first-order variants) | on | off
     # evaluation (python -m lcnn_core evaluate)
     "eval_samples": 256,         # test images for the geometry table and gradient robustness
     "eval_pgd_samples": 500,     # test images for PGD accuracy
@@ -154,9 +155,9 @@ def resolve(overrides, base=None):
     n = DATASET_CLASSES[cfg["dataset"]]
     if cfg["num_classes"] not in (None, n):
         raise ConfigError(f"{cfg['dataset']} has {n} classes, but num_classes={cfg['num_classes']} was requested")
-    for key in ("amp", "channels_last", "device"):
+    for key in ("amp", "channels_last", "device", "compile"):
         allowed = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
-                   "device": ("auto", "cpu", "cuda")}[key]
+                   "device": ("auto", "cpu", "cuda"), "compile": ("auto", "on", "off")}[key]
         if cfg[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     return cfg

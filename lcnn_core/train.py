@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,7 @@ from . import distributed
 from .bound import paper_proxy
 from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
 from .data import Loader, load_dataset
+from .layers import frozen
 from .models import build_model
 from .provenance import now, provenance
 from .regularizers import cure_penalty, gradient_penalty, lcnn_penalty
@@ -91,15 +93,55 @@ def scheduler_for(opt, cfg):
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_decay"])
 
 
+def wants_compile(cfg, device):
+    """Whether a run trains under ``torch.compile``: as ``compile`` says, where "auto" means
+    CUDA only (on 2 CPU cores compiling a ResNet-18 took 2.5 min and saved about 12 % of an
+    LCNN step: it does not pay for a 10-minute run; benchmarks/train_step.py). Never for
+    GradReg or CURE, whose double backward torch.compile does not support."""
+    spec = TRAINING_VARIANTS[cfg["variant"]]
+    if spec["gradreg"] or spec["cure"] or cfg["compile"] == "off":
+        return False
+    return cfg["compile"] == "on" or device.type == "cuda"
+
+
+class Compiled(torch.nn.Module):
+    """``model`` under ``torch.compile``; if the first call fails to compile, one warning line
+    and eager from then on (a missing C compiler or an unsupported op must not end a run).
+    Parameters, buffers and modules are the model's own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self._fn = [torch.compile(model)]  # a list: not registered as a second submodule
+        self._checked = False
+
+    def forward(self, *args):
+        if self._fn and not self._checked:
+            try:
+                out = self._fn[0](*args)
+            except Exception as e:
+                reason = (str(e).strip().splitlines() or [""])[0][:120]
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {reason}); training eager", stacklevel=2)
+                self._fn = []
+                return self.model(*args)
+            self._checked = True
+            return out
+        return self._fn[0](*args) if self._fn else self.model(*args)
+
+
+def compiled(model, cfg, device):
+    """The network the training step calls: ``Compiled(model)`` where ``wants_compile``, else ``model``."""
+    return Compiled(model) if wants_compile(cfg, device) else model
+
+
 # ------------------------------------------------------------------ one step
 def training_loss(model, x, y, cfg):
     """(total loss, logits) for one batch under the run's variant."""
     spec = TRAINING_VARIANTS[cfg["variant"]]
     if spec["adversarial"]:
         from .attacks import pgd_l2
-        model.eval()
-        x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
-        model.train()
+        with frozen(model):  # the current sigma and running statistics; converging them per batch is waste
+            x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
     needs_grad = spec["gradreg"] or spec["cure"]
     if needs_grad:
         x = x.detach().requires_grad_(True)
@@ -150,7 +192,7 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def _differences(a, b, ignore=("device", "amp", "channels_last", "data_root")):
+def _differences(a, b, ignore=("device", "amp", "channels_last", "compile", "data_root")):
     return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
 
 
@@ -210,7 +252,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
     loader = Loader(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
                     flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen,
                     shard=ddp.shard)
-    net = ddp.wrap(model, device)  # DDP with global batch norm under torchrun; ``model`` itself otherwise
+    # DDP with global batch norm under torchrun; otherwise the model, compiled where it pays off
+    net = ddp.wrap(model, device) if ddp.enabled else compiled(model, cfg, device)
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
