@@ -12,28 +12,25 @@ stratified sample of its test set (pixels in [0, 1], eval mode):
   the run's committed results/<preset>/<run>/geometry.json.
 
 Writes results/tightness/summary.csv (one row per run), depth.csv (one row per run and
-prefix) and provenance.json. Usage:
+prefix) and provenance.json; the settings are the preset's (lcnn_core/presets/tightness.yaml):
 
-    python scripts/tightness.py [--runs runs] [--results results] [--samples 128] ...
+    python -m lcnn_core tightness [--runs runs] [--results results] [--only PRESET/RUN] [--set samples=64]
 """
-import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from lcnn_core.bound import bound_profile, paper_proxy  # noqa: E402
-from lcnn_core.data import stratified_indices  # noqa: E402
-from lcnn_core.layers import CenteredSoftplus, ClippedBatchNorm2d, Softplus, batchnorm_lipschitz  # noqa: E402
-from lcnn_core.provenance import provenance  # noqa: E402
-from lcnn_core.tightness import depth_audit, tightness_table  # noqa: E402
+from .. import report
+from ..bound import bound_profile, paper_proxy
+from ..config import ConfigError
+from ..data import stratified_indices
+from ..layers import CenteredSoftplus, ClippedBatchNorm2d, Softplus, batchnorm_lipschitz
+from ..provenance import provenance
+from ..tightness import depth_audit, tightness_table
 
 SHORT = dict(logit_lipschitz="lipschitz", loss_gradient="gradient", loss_hessian="hessian")
 
@@ -93,7 +90,7 @@ def write_outputs(rows, depths, out, settings, runs=()):
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
     pd.concat(depths, ignore_index=True).to_csv(out / "depth.csv", index=False)
-    prov = provenance("cpu", script="scripts/tightness.py", settings=settings, runs=list(runs))
+    prov = provenance("cpu", script="lcnn_core/studies/tightness_audit.py", settings=settings, runs=list(runs))
     (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
 
 
@@ -103,66 +100,49 @@ def finished_runs(runs_root):
                   if (d / "model.pt").exists() and (d / "provenance.json").exists())
 
 
-def run_meta(run_dir, cfg, data, results_root):
-    """Scale and measured geometry of a run (geometry from results/<preset>/<run>/, else the run dir)."""
-    geo_path = Path(results_root) / run_dir.parent.name / run_dir.name / "geometry.json"
-    if not geo_path.exists():
-        geo_path = run_dir / "geometry.json"
-    geo = json.loads(geo_path.read_text()) if geo_path.exists() else {}
-    hist = pd.read_csv(run_dir / "history.csv")
-    return dict(preset=run_dir.parent.name, run=run_dir.name, variant=cfg["variant"], lam=cfg["lam_beta"],
-                epochs=cfg["epochs"], seed=cfg["seed"], dataset=cfg["dataset"], n_train=len(data.y_train),
-                arch=cfg["arch"], width=cfg["width"], accuracy=float(hist["test_acc"].iloc[-1]),
-                cf_mean=geo.get("curvature_lanczos_mean", float("nan")),
-                hess_mean=geo.get("hess_norm_lanczos_mean", float("nan")),
-                grad_mean=geo.get("grad_norm_mean", float("nan")),
-                geometry_samples=geo.get("n_samples", 0))
+def run_meta(run_dir, results_root):
+    """Scale and measured geometry of a run: report.run_row of results/<preset>/<run>/, or of
+    the run folder itself where nothing was published."""
+    published = Path(results_root) / run_dir.parent.name / run_dir.name
+    r = report.run_row(published if (published / "geometry.json").exists() else run_dir)
+    return dict(preset=run_dir.parent.name, run=run_dir.name, variant=r["variant"], lam=r["lam"],
+                epochs=r["epochs"], seed=r["seed"], dataset=r["dataset"], n_train=r["n_train"],
+                arch=r["arch"], width=r["width"], accuracy=float(r["accuracy"]), cf_mean=r["cf"],
+                hess_mean=r["hess"], grad_mean=r["grad"], geometry_samples=r["eval_samples"])
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", default=str(ROOT / "runs"))
-    ap.add_argument("--results", default=str(ROOT / "results"), help="where the runs' geometry.json are")
-    ap.add_argument("--out", default=str(ROOT / "results" / "tightness"))
-    ap.add_argument("--samples", type=int, default=128, help="test images (stratified) per model")
-    ap.add_argument("--depth-samples", type=int, default=32, help="of those, used in the per-depth audit")
-    ap.add_argument("--n-ascent", type=int, default=16, help="start points of the Jacobian / gradient ascent")
-    ap.add_argument("--n-ascent-hessian", type=int, default=8, help="start points of the Hessian ascent")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--step-size", type=float, default=0.02, help="L-infinity step in pixel units")
-    ap.add_argument("--depth-iters", type=int, default=30, help="power iterations per prefix")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", default="", help="audit only runs whose <preset>/<run> contains this")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from lcnn_core.train import load_run
-
-    settings = dict(samples=args.samples, depth_samples=args.depth_samples, n_ascent=args.n_ascent,
-                    n_ascent_hessian=args.n_ascent_hessian, steps=args.steps, step_size=args.step_size,
-                    depth_iters=args.depth_iters, hessian="lanczos, 30 iterations, true labels",
-                    ascent="projected sign-gradient ascent in [0, 1]", samples_from="test set, stratified, seed 0")
+def run(settings, runs="runs", results="results", out="results/tightness", only="", log=print):
+    """Audit the preset's runs (``settings["runs"]``; None: every finished run under ``runs``),
+    those whose <preset>/<run> contains ``only``, with a tightness study preset's ``settings``;
+    rewrites ``out`` after each run. Returns the runs audited."""
+    from ..train import load_run
+    torch.set_num_threads(settings["threads"])
+    keys = ("samples", "depth_samples", "n_ascent", "n_ascent_hessian", "steps", "step_size", "depth_iters",
+            "hessian", "ascent", "samples_from")
+    recorded = {k: settings[k] for k in keys}  # provenance: what the committed file records
     rows, depths, done = [], [], []
     t0 = time.perf_counter()
-    for run_dir in finished_runs(args.runs):
-        if args.only not in f"{run_dir.parent.name}/{run_dir.name}":
-            continue
+    found = {f"{d.parent.name}/{d.name}": d for d in finished_runs(runs)}
+    chosen = [k for k in (settings["runs"] if settings["runs"] is not None else sorted(found)) if only in k]
+    missing = [k for k in chosen if k not in found]
+    if missing:
+        raise ConfigError(f"{len(missing)} run(s) of the preset not finished under {runs}: {', '.join(missing)}")
+    if not chosen:
+        raise ConfigError(f"no finished runs under {runs}")
+    for key in chosen:
+        run_dir = found[key]
         model, cfg, data = load_run(run_dir, "cpu")
-        idx = stratified_indices(data.y_test, min(args.samples, len(data.y_test)), data.num_classes, seed=0)
+        idx = stratified_indices(data.y_test, min(settings["samples"], len(data.y_test)), data.num_classes, seed=0)
         idx = torch.as_tensor(idx)
         x, y = data.x_test[idx].float() / 255.0, data.y_test[idx]  # uint8 -> [0, 1], as Loader
-        meta = run_meta(run_dir, cfg, data, args.results)
-        row, depth = audit(model, x, y, meta, args.depth_samples, args.n_ascent, args.n_ascent_hessian,
-                           args.steps, args.step_size, args.depth_iters)
+        meta = run_meta(run_dir, results)
+        row, depth = audit(model, x, y, meta, settings["depth_samples"], settings["n_ascent"],
+                           settings["n_ascent_hessian"], settings["steps"], settings["step_size"],
+                           settings["depth_iters"])
         rows.append(row)
         depths.append(depth)
         done.append(f"{meta['preset']}/{meta['run']}")
-        write_outputs(rows, depths, args.out, dict(settings, wall_time_s=round(time.perf_counter() - t0, 1)), done)
-        print(f"{done[-1]}: Lipschitz {row['lipschitz_upper']:.3g} / {row['lipschitz_lower']:.3g}, "
-              f"Hessian {row['hessian_upper']:.3g} / {row['hessian_lower']:.3g} ({row['wall_time_s']} s)", flush=True)
-    if not rows:
-        raise SystemExit(f"no finished runs under {args.runs}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        write_outputs(rows, depths, out, dict(recorded, wall_time_s=round(time.perf_counter() - t0, 1)), done)
+        log(f"{done[-1]}: Lipschitz {row['lipschitz_upper']:.3g} / {row['lipschitz_lower']:.3g}, "
+            f"Hessian {row['hessian_upper']:.3g} / {row['hessian_lower']:.3g} ({row['wall_time_s']} s)")
+    return done
