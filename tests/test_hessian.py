@@ -14,7 +14,7 @@ from torch import nn
 from lcnn_core.hessian import (ParamHessian, batch_loss, flatten, loss_landscape_1d,
                                loss_landscape_2d, smoothed_density)
 from lcnn_core.models import m1
-from oracles import exact_input_hessian
+from lcnn_core.oracles import exact_input_hessian
 
 torch.set_num_threads(1)
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)

@@ -20,7 +20,7 @@ from lcnn_core.bound import bound_profile
 from lcnn_core.layers import Conv2d, SNConv2d, SNLinear
 from lcnn_core.models import VARIANTS, resnet18, small_cnn
 from lcnn_core.studies import tightness_audit
-from oracles import dense_matrix, exact_input_hessian_norm
+from lcnn_core.oracles import dense_matrix, exact_input_hessian_norm
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (1, 8, 8)

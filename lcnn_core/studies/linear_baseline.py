@@ -8,7 +8,6 @@ standardised per feature with the training statistics; the weights are fit by Ad
 with a little weight decay, for a fixed number of epochs (no early stopping on the test set).
 The settings are the preset's (lcnn_core/presets/linear-baseline.yaml).
 """
-import json
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import provenance
+from ..atomic import write_json
 from ..data import load_dataset
 
 
@@ -54,7 +54,5 @@ def run(settings, out="results/linear-baseline", log=print):
         row = fit(name, settings["epochs"], settings["batch_size"], settings["lr"], settings["weight_decay"],
                   settings["seed"], settings["data_root"])
         row["provenance"] = provenance.provenance(wall_time_s=round(time.time() - t0, 1), seed=settings["seed"])
-        tmp = out / f".{name}.json.tmp"
-        tmp.write_text(json.dumps(row, indent=1))
-        tmp.replace(out / f"{name}.json")
+        write_json(row, out / f"{name}.json", indent=1, default=None)
         log(f"{name} {row['accuracy']} % test, {row['train_accuracy']} % train")

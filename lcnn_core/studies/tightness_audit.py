@@ -16,7 +16,6 @@ prefix) and provenance.json; the settings are the preset's (lcnn_core/presets/ti
 
     python -m lcnn_core tightness [--runs runs] [--results results] [--only PRESET/RUN] [--set samples=64]
 """
-import json
 import math
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import torch
 
 from .. import report
+from ..atomic import atomic_path, write_json
 from ..bound import bound_profile, paper_proxy
 from ..config import ConfigError
 from ..data import stratified_indices
@@ -87,11 +87,11 @@ def audit(model, x, y, meta, samples_depth=32, n_ascent=16, n_ascent_hessian=8, 
 
 def write_outputs(rows, depths, out, settings, runs=()):
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
-    pd.concat(depths, ignore_index=True).to_csv(out / "depth.csv", index=False)
+    for name, table in (("summary.csv", pd.DataFrame(rows)), ("depth.csv", pd.concat(depths, ignore_index=True))):
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp, index=False)
     prov = provenance("cpu", script="lcnn_core/studies/tightness_audit.py", settings=settings, runs=list(runs))
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    write_json(prov, out / "provenance.json", default=str)
 
 
 # ---------------------------------------------------------------- runs

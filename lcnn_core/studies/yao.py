@@ -15,7 +15,6 @@ eigenvalue over random subsets of 64 ... 4000 training samples, and an LCNN smal
 the smallest and largest batch. Writes small CSVs and provenance.json to ``out``
 (default results/yao/), each stage as soon as it is done.
 """
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..atomic import write_json
 from ..attacks import robust_accuracy
 from ..data import Loader, load_mnist5k
 from ..hessian import ParamHessian, batch_loss, loss_landscape_1d, loss_landscape_2d
@@ -55,19 +55,24 @@ def train(model, data, batch_size, seed, cfg, lam=0.0):
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
     loader = Loader(data.x_train, data.y_train, batch_size, shuffle=True, generator=gen)
-    rows = []
-    for epoch in range(1, cfg["epochs"] + 1):
-        model.train()
-        total, n = 0.0, 0
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            (loss + lcnn_penalty(model, lam, lam) if lam else loss).backward()
-            opt.step()
-            total, n = total + float(loss.detach()) * len(y), n + len(y)
-        rows.append(dict(epoch=epoch, train_loss_running=total / n, steps=epoch * len(loader)))
+    rows = [dict(epoch=epoch, train_loss_running=sgd_epoch(model, opt, loader, lam), steps=epoch * len(loader))
+            for epoch in range(1, cfg["epochs"] + 1)]
     model.eval()
     return rows
+
+
+def sgd_epoch(model, opt, loader, lam=0.0):
+    """One pass over ``loader`` in train mode (cross-entropy, plus the LCNN penalty at lambda_beta =
+    lambda_gamma = ``lam`` if lam); returns the running mean training loss (penalty excluded)."""
+    model.train()
+    total, n = 0.0, 0
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        (loss + lcnn_penalty(model, lam, lam) if lam else loss).backward()
+        opt.step()
+        total, n = total + float(loss.detach()) * len(y), n + len(y)
+    return total / n
 
 
 def accuracy(model, batches):
@@ -171,16 +176,9 @@ def matched(data, hess_batches, cfg, out):
         opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
         loader = Loader(data.x_train, data.y_train, bs, shuffle=True, generator=gen)
         while epochs < cfg["matched_max_epochs"]:
-            model.train()
-            total, n = 0.0, 0
-            for x, y in loader:
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, n = total + float(loss.detach()) * len(y), n + len(y)
+            running = sgd_epoch(model, opt, loader)
             epochs += 1
-            if total / n <= cfg["matched_loss"]:
+            if running <= cfg["matched_loss"]:
                 break
         model.eval()
         train_b = chunks(data.x_train, data.y_train, 500)
@@ -251,9 +249,9 @@ def run(cfg, out="results/yao", only=None, skip_lcnn=False):
             spread(model, data, cfg, out, bs, seed)
         else:
             lcnn(data, hess_batches, cfg, out, [])
-        (out / f"provenance_{only}.json").write_text(json.dumps(provenance(
-            "cpu", seed=cfg["seeds"][0], stage=only, config=cfg,
-            wall_time_s=round(time.perf_counter() - t, 1)), indent=2, default=str))
+        write_json(provenance("cpu", seed=cfg["seeds"][0], stage=only, config=cfg,
+                              wall_time_s=round(time.perf_counter() - t, 1)),
+                   out / f"provenance_{only}.json", default=str)
         return
     for f in out.glob("*.csv"):
         f.unlink()
@@ -263,7 +261,7 @@ def run(cfg, out="results/yao", only=None, skip_lcnn=False):
                             f"M1 ({'%d' % sum(p.numel() for p in m1().parameters())} parameters), "
                             f"{cfg['epochs']} epochs, batch sizes {cfg['batch_sizes']}, seeds {cfg['seeds']}, "
                             f"Hessian on {cfg['hess_samples']} training samples, 1 CPU thread")
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    write_json(prov, out / "provenance.json", default=str)
 
     data, hess_batches = load(cfg)
 
@@ -290,5 +288,5 @@ def run(cfg, out="results/yao", only=None, skip_lcnn=False):
         lcnn(data, hess_batches, cfg, out, rows)
 
     prov.update(status="complete", wall_time_s=round(time.perf_counter() - t0, 1))
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    write_json(prov, out / "provenance.json", default=str)
     log(f"done in {prov['wall_time_s']}s")
