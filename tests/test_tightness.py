@@ -1,7 +1,7 @@
 """Looseness of the bounds (lcnn_core.tightness): measured lower bounds never exceed the
 provable upper bounds, the two meet on a single linear layer, and on a two-layer net the
 bound equals a brute-force product of dense operator norms. Oracles: dense matrices and
-Jacobians (tests/oracles.py, torch.func.jacrev), dense input Hessians, autograd per label."""
+Jacobians (lcnn_core/oracles.py, torch.func.jacrev), dense input Hessians, autograd per label."""
 import functools
 import json
 import math
