@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lanczos import lanczos, tridiagonal
+from .linalg import lanczos, tridiagonal
 
 BETA_OFFSET = 1e-3  # b = beta + 1e-3 keeps the softplus well defined as beta -> 0
 

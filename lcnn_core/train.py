@@ -17,7 +17,6 @@ each process takes its shard of every global batch, only rank 0 writes, and the
 checkpoint is the one a single process writes, so either can resume the other.
 """
 import math
-import os
 import shutil
 import time
 import warnings
@@ -30,7 +29,9 @@ import yaml
 from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
 from . import distributed
+from .atomic import save_torch, write_text
 from .bound import paper_proxy
+from .checks import input_gradients
 from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
 from .data import Loader, load_dataset
 from .layers import frozen
@@ -143,13 +144,13 @@ def training_loss(model, x, y, cfg):
         with frozen(model):  # the current sigma and running statistics; converging them per batch is waste
             x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
     needs_grad = spec["gradreg"] or spec["cure"]
-    if needs_grad:
-        x = x.detach().requires_grad_(True)
-    logits = model(x)
-    losses = F.cross_entropy(logits.float(), y, reduction="none")
+    if needs_grad:  # one forward for the loss and the per-sample input gradients it penalises
+        grad, losses, logits, x = input_gradients(model, x, y, create_graph=True, check=False)
+    else:
+        logits = model(x)
+        losses = F.cross_entropy(logits.float(), y, reduction="none")
     loss = losses.mean()
     if needs_grad:
-        (grad,) = torch.autograd.grad(losses.sum(), x, create_graph=True)
         if spec["gradreg"]:
             loss = loss + cfg["gradreg"] * gradient_penalty(grad)
         if spec["cure"]:
@@ -173,14 +174,6 @@ def test_accuracy(model, data, batch_size=500):
 
 
 # ------------------------------------------------------------------ checkpoints
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path, map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
@@ -307,18 +300,17 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         if not ddp.is_main:
             continue
         pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-        atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+        save_torch(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(), history=history,
                          epoch=epoch + 1, config=cfg, wall_time=wall, started=started), ckpt_path)
     wall = wall_before + time.perf_counter() - t_start
     if not ddp.is_main:
         return run_dir
-    atomic_save(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
+    save_torch(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
     prov = provenance(device, preset=preset, variant=cfg["variant"], seed=cfg["seed"], started_utc=started,
                       finished_utc=now(), wall_time_s=round(wall, 2), epochs=cfg["epochs"],
                       processes=ddp.world_size)
-    (run_dir / "provenance.json.tmp").write_text(pd.Series(prov).to_json(indent=2))
-    os.replace(run_dir / "provenance.json.tmp", run_dir / "provenance.json")
+    write_text(pd.Series(prov).to_json(indent=2), run_dir / "provenance.json")
     return run_dir
 
 
