@@ -153,7 +153,7 @@ def step_times(args, device, width):
         print(f"width {width} round {r + 1}/{rounds}: " +
               ", ".join(f"{v} {t[-1]:.2f}s" for v, t in times.items()), flush=True)
     rows = [dict(width=width, variant=v, step_s=statistics.median(t), rounds=len(t),
-                 min_s=min(t), max_s=max(t)) for v, t in times.items()]
+                 min_s=min(t), max_s=max(t), round_s=[round(e, 5) for e in t]) for v, t in times.items()]
     base = next(r["step_s"] for r in rows if r["variant"] == "standard")
     for r in rows:
         r["ratio_to_standard"] = r["step_s"] / base
@@ -269,7 +269,7 @@ def main():
         if args.converge_width:
             extra["converge"] = converge_cost(device, args.converge_width)
             print(extra["converge"], flush=True)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).drop(columns="round_s", errors="ignore")  # per-round times: the JSON
     print(df.to_string(index=False))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
