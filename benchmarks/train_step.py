@@ -255,6 +255,7 @@ def main():
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(args.flush_denormal)
     device = torch.device(args.device)
+    prov = provenance(device)  # at the start: the code that runs, whatever the tree becomes meanwhile
     t0 = time.perf_counter()
     extra = {}
     if args.epoch:
@@ -278,7 +279,7 @@ def main():
     if not args.epoch and profile:
         pd.DataFrame(profile).to_csv(out / "train_step_profile_cpu.csv", index=False)
     meta = dict(vars(args), wall_time_s=round(time.perf_counter() - t0, 1),
-                provenance=provenance(device), table=rows, **extra)
+                provenance=prov, table=rows, **extra)
     (out / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
