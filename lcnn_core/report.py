@@ -348,14 +348,25 @@ def ledger(root=None):
             rows.append(_ledger_row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
                                     accuracy_verdict(runs, "lcnn_gradreg"), "geometry", 1))
     for device, (table, meta) in train_cost(root).items():
-        t = table.set_index("variant")
-        col = "step_s" if "step_s" in t else "epoch_s"
-        if {"standard", "lcnn"} <= set(t.index):
-            v = verdicts.bounded([t.loc["lcnn", col]], [t.loc["standard", col]])
+        if "width" not in table:
+            table = table.assign(width=meta["width"])
+        for width, t in table.groupby("width", sort=True):
+            t = t.set_index("variant")
+            col = "step_s" if "step_s" in t else "epoch_s"
+            if not {"standard", "lcnn"} <= set(t.index):
+                continue
+            rounds = "round_s" in t and all(isinstance(t.loc[v, "round_s"], list) for v in ("standard", "lcnn"))
+            if rounds:  # per-round times, interleaved: pair them
+                v = verdicts.bounded(t.loc["lcnn", "round_s"], t.loc["standard", "round_s"], paired=True)
+                why = v.reason
+            else:
+                v = verdicts.bounded([t.loc["lcnn", col]], [t.loc["standard", col]])
+                why = v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")
             hw = meta["provenance"]["hardware"]
-            rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard", f"{hw}, width {meta['width']}",
-                                    v, "reproducing") | {"seeds": "–", "images": "–", "paper": f"≤ {v.paper:g} (our reading)",
-                                    "why": v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")})
+            rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard",
+                                    f"{hw}, width {width}", v, "reproducing")
+                        | {"seeds": f"{v.n_seeds[0]} rounds" if rounds else "–", "images": "–",
+                           "paper": f"≤ {v.paper:g} (our reading)", "why": why})
     return pd.DataFrame(rows)
 
 

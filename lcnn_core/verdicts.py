@@ -133,6 +133,21 @@ def welch(model, baseline, level=LEVEL):
     return est, est - q * se, est + q * se, df
 
 
+def paired_t(model, baseline, level=LEVEL):
+    """t-interval for the mean of model_i − baseline_i over paired measurements (timing rounds run
+    back to back share the machine's state, so pairing removes its drift). Returns (estimate, low,
+    high, df); NaN interval below 2 pairs."""
+    d = np.asarray(model, float) - np.asarray(baseline, float)
+    est = float(d.mean())
+    if len(d) < 2:
+        return est, math.nan, math.nan, math.nan
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    if se == 0:
+        return est, est, est, math.inf
+    q = stats.t.ppf(0.5 + level / 2, len(d) - 1)
+    return est, est - q * se, est + q * se, float(len(d) - 1)
+
+
 def image_bootstrap(model_images, baseline_images, log=False, level=LEVEL, n_resamples=2000, seed=0):
     """Paired BCa bootstrap over shared test images of mean(model) − mean(baseline)
     (of log means if ``log``): the image-noise interval of a single pair of training runs."""
@@ -233,13 +248,22 @@ def equivalent(model, baseline, tolerance=ACC_TOLERANCE, paper=math.nan, n_image
     return _finish("inconclusive", f"the CI crosses ±{tolerance:g} point{'' if tolerance == 1 else 's'}", *args)
 
 
-def bounded(model, baseline, limit=COST_LIMIT, n_images=None, level=LEVEL):
+def bounded(model, baseline, limit=COST_LIMIT, n_images=None, level=LEVEL, paired=False):
     """Verdict on "model / baseline is at most ``limit``" (training cost), on the log scale.
 
-    With one value per model (a benchmark that kept only each model's median) the verdict
-    compares the point ratio with the limit, and the reason says that there is no interval.
+    ``paired``: the i-th values of the two were measured together (interleaved timing rounds);
+    the interval is then a paired t-interval of the per-round log ratios. With one value per
+    model (a benchmark that kept only each model's median) the verdict compares the point ratio
+    with the limit, and the reason says that there is no interval.
     """
-    est, lo, hi, n, method = _interval(model, baseline, True, None, level)
+    if paired:
+        a, b = _values(model, True), _values(baseline, True)
+        if len(a) != len(b):
+            raise ValueError("paired values need the same number of rounds")
+        est, lo, hi, df = paired_t(a, b, level)
+        n, method = (len(a), len(b)), f"paired t over {len(a)} timing rounds"
+    else:
+        est, lo, hi, n, method = _interval(model, baseline, True, None, level)
     lim = math.log(limit)
     args = (est, lo, hi, True, limit, math.nan, n, n_images, method)  # a limit, not the paper's effect
     if _one_seed(n):

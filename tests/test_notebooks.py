@@ -105,3 +105,25 @@ def test_train_notebook_runs_locally_with_its_defaults(tmp_path):
     pm.execute_notebook(str(NOTEBOOKS / "train.ipynb"), str(out), kernel_name="python3", progress_bar=False,
                         cwd=str(tmp_path))
     assert (tmp_path / "results" / "smoke" / "lcnn-s0" / "geometry.json").exists()
+
+
+def test_ledger_reads_per_round_train_step_times(tmp_path):
+    """Claim 5's row from the benchmark's JSON: per-round times (paired interval) or medians only."""
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    prov = {"hardware": "CPU x86_64, 2 threads", "git_sha": "x", "git_dirty": False}
+    table = [dict(width=16, variant="standard", step_s=2.0, round_s=[2.0, 2.2, 2.6]),
+             dict(width=16, variant="lcnn", step_s=2.1, round_s=[2.1, 2.3, 2.7]),
+             dict(width=64, variant="standard", step_s=5.0, round_s=[5.0, 5.1]),
+             dict(width=64, variant="lcnn", step_s=9.0, round_s=[9.0, 9.3])]
+    (bench / "train_step_cpu.json").write_text(json.dumps(dict(width=16, rounds=3, provenance=prov, table=table)))
+    (bench / "train_step_cuda_epoch.json").write_text(json.dumps(dict(
+        width=64, rounds=10, provenance=prov | {"hardware": "NVIDIA H100"},
+        table=[dict(variant="standard", epoch_s=6.0), dict(variant="lcnn", epoch_s=17.0)])))
+    ledger = report.ledger(tmp_path).set_index("scale")
+    assert list(ledger.claim) == [5, 5, 5]
+    narrow, wide = ledger.loc["CPU x86_64, 2 threads, width 16"], ledger.loc["CPU x86_64, 2 threads, width 64"]
+    assert narrow.verdict == "reproduced" and narrow.seeds == "3 rounds"
+    assert wide.verdict == "not reproduced"
+    gpu = ledger.loc["NVIDIA H100, width 64"]
+    assert gpu.verdict == "not reproduced" and "no interval" in gpu.why and "median of 10 rounds" in gpu.why

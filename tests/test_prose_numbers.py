@@ -34,10 +34,7 @@ ALLOWED = {
     "15": "PAPER_CIFAR10_CF read off a plot to within 15 % (reference.py docstring)",
     "4096": "Yao et al. / PyHessian: samples needed on CIFAR-10 (their paper)",
     "28": "MNIST image size (28 x 28)",
-    "4,000": "MNIST-5k's 4,000 train / 1,000 test split (data.py); the Yao study's whole training set",
     "87.5": "lr milestones at 75 % and 87.5 % of training (presets: milestones 0.75, 0.875)",
-    "1,024": "the Yao study's Hessian subset (scripts/yao.py, results/yao/provenance.json)",
-    "0.02": "M1's learning rate in the Yao study (scripts/yao.py)",
     "17": "centered-softplus modules in a ResNet-18 (STUDY.md §1; tests/test_models.py)",
     "250": "beta / 4, the softplus curvature bound at beta = 1000 (theory.md derives it)",
     "20–35": "spectral_norm's under-estimate on random 3x3 kernels, from STUDY.md §1 (not in results/)",
@@ -68,6 +65,7 @@ def _reference_values():
         walk(getattr(metrics, name))
     walk([verdicts.LEVEL, 100 * verdicts.LEVEL, verdicts.FAR_SMALLER])
     walk(config.DEFAULTS)
+    # (study presets, e.g. yao.yaml, are among the presets above: batch sizes, Hessian subset, learning rate)
     for f in (ROOT / "lcnn_core" / "presets").glob("*.yaml"):
         walk(yaml.safe_load(f.read_text()))
     return vals

@@ -195,3 +195,14 @@ def test_direction_only_claims_skip_the_far_smaller_rule():
     assert w.outcome == "not reproduced"
     with pytest.raises(ValueError):
         verdicts.compare([1.0, 2.0], [1.0, 2.0], paper=None)
+
+
+def test_paired_rounds_remove_shared_drift():
+    # a machine that slows down over the rounds: unpaired, the drift swamps a 5 % overhead; paired, it does not
+    drift = np.array([1.0, 1.3, 1.7, 2.2, 2.8])
+    base, model = drift, drift * 1.05
+    paired = verdicts.bounded(model, base, limit=1.15, paired=True)
+    assert paired.outcome == "reproduced" and paired.estimate == pytest.approx(1.05)
+    assert verdicts.bounded(model, base, limit=1.15).outcome == "inconclusive"
+    with pytest.raises(ValueError):
+        verdicts.bounded([1.0, 2.0], [1.0], paired=True)
