@@ -244,7 +244,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=9, help="rounds at width <= 16")
     ap.add_argument("--rounds-wide", type=int, default=3, help="rounds at wider widths")
-X
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time is the step's own work)")
     ap.add_argument("--epoch", action="store_true", help="time one full epoch per variant")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--flush-denormal", action="store_true")
