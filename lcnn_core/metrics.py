@@ -2,8 +2,10 @@
 
 For one sample (x, y), with the model in eval mode and pixels in [0, 1],
 ``f(x)`` is the per-sample cross-entropy at the true label,
-``f(x) = -log softmax(model(x))_y`` (``output="loss"``), or the true-class logit
-``f(x) = model(x)_y`` (``output="logit"``). The metrics are
+``f(x) = -log softmax(model(x))_y`` (``output="loss"``), the true-class logit
+``f(x) = model(x)_y`` (``output="logit"``), or the margin ``f(x) = z_y - max_{j != y} z_j``
+with z = model(x) (``output="margin"``; smooth wherever the runner-up class is unique,
+which holds almost everywhere). The metrics are
 
 * ``input_gradient_norm``:  ||grad_x f(x)||_2                         -> Tensor[B]
 * ``input_hessian_norm``:   ||hess_x f(x)||_2 = max_i |lambda_i(H)|    -> HessianNorm
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
-OUTPUTS = ("loss", "logit")
+OUTPUTS = ("loss", "logit", "margin")
 HESSIAN_METHODS = ("lanczos", "power", "reference")
 DEFAULT_ITERS = {"lanczos": 30, "power": 30, "reference": 10}
 ROBUSTNESS_MAGNITUDES = (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 1e-1)
@@ -100,7 +102,8 @@ def _check_output(output):
 
 def per_sample_output(model, x, y, output="loss"):
     """f(x_i) for every sample (Tensor[B]) and the logits (B x K).
-    output="loss": cross-entropy at the true label; "logit": the true-class logit."""
+    output="loss": cross-entropy at the true label; "logit": the true-class logit;
+    "margin": z_y - max_{j != y} z_j (negative where the sample is misclassified)."""
     _check_output(output)
     logits = model(x)
     if logits.dim() != 2:
@@ -108,7 +111,11 @@ def per_sample_output(model, x, y, output="loss"):
     check_labels(y, logits)
     if output == "loss":
         return F.cross_entropy(logits, y, reduction="none"), logits
-    return logits.gather(1, y[:, None]).squeeze(1), logits
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    if output == "margin":
+        others = logits.scatter(1, y[:, None], float("-inf"))
+        return true - others.amax(1), logits
+    return true, logits
 
 
 def _input_gradient(model, x, y, output="loss", create_graph=False):
