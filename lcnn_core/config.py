@@ -19,10 +19,19 @@ TRAINING_VARIANTS = {
     "cure":         dict(model="standard", lcnn_penalty=False, gradreg=False, cure=True,  adversarial=False),
     "softplus_wd":  dict(model="softplus", lcnn_penalty=False, gradreg=False, cure=False, adversarial=False),
     "adv":          dict(model="standard", lcnn_penalty=False, gradreg=False, cure=False, adversarial=True),
+    # What lowers curvature (issue 18): the LCNN architecture without its penalty (= lambda 0:
+    # adding 0 * penalty changes no float), and each LCNN component alone, trained with the
+    # LCNN penalty on whichever of beta / gamma that component has (none for sn_conv).
+    "lcnn_nopen":   dict(model="lcnn",              lcnn_penalty=False, gradreg=False, cure=False, adversarial=False),
+    "csoftplus":    dict(model="centered_softplus", lcnn_penalty=True,  gradreg=False, cure=False, adversarial=False),
+    "snconv":       dict(model="sn_conv",           lcnn_penalty=True,  gradreg=False, cure=False, adversarial=False),
+    "clipbn":       dict(model="clipped_bn",        lcnn_penalty=True,  gradreg=False, cure=False, adversarial=False),
 }
 VARIANT_LABELS = {
     "standard": "Standard", "lcnn": "LCNN", "gradreg": "GradReg", "lcnn_gradreg": "LCNN + GradReg",
     "cure": "CURE", "softplus_wd": "Softplus + Wt. Decay", "adv": "Adversarial training",
+    "lcnn_nopen": "LCNN, λ = 0", "csoftplus": "Centered softplus only", "snconv": "SN conv only",
+    "clipbn": "Clipped BN only",
 }
 
 DEFAULTS = {
