@@ -54,8 +54,10 @@ DEFAULTS = {
     "lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 5e-4,        # never applied to log beta / log gamma
-    "milestones": [0.75, 0.875], # fractions of the epochs where lr *= lr_decay (150, 175 of 200)
+    "milestones": [0.75, 0.875], # fractions of the run where lr *= lr_decay (150, 175 of 200; train.milestone_steps)
     "lr_decay": 0.1,
+    "lr_schedule": "multistep",  # multistep (the paper's) | onecycle (torch OneCycleLR, peak lr at onecycle_warmup)
+    "onecycle_warmup": 0.3,      # fraction of the steps spent rising to the peak lr (torch's default)
     # regularisers
     "lam_beta": 1e-3,            # paper's tables: 1e-3; refactored code (the team's runs): 1e-2
     "lam_gamma": 1e-3,
@@ -163,9 +165,11 @@ def resolve(overrides, base=None):
     n = DATASET_CLASSES[cfg["dataset"]]
     if cfg["num_classes"] not in (None, n):
         raise ConfigError(f"{cfg['dataset']} has {n} classes, but num_classes={cfg['num_classes']} was requested")
-    for key in ("amp", "channels_last", "device"):
+    if not 0 < cfg["onecycle_warmup"] < 1:
+        raise ConfigError(f"onecycle_warmup must lie in (0, 1), got {cfg['onecycle_warmup']}")
+    for key in ("amp", "channels_last", "device", "lr_schedule"):
         allowed = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
-                   "device": ("auto", "cpu", "cuda")}[key]
+                   "device": ("auto", "cpu", "cuda"), "lr_schedule": ("multistep", "onecycle")}[key]
         if cfg[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     return cfg
