@@ -78,6 +78,14 @@ DEFAULTS = {
     "eval_pgd_eps": [0.05, 0.1, 0.15, 0.2],
     "eval_pgd_steps": 20,
     "eval_batch_size": 64,
+    # the strong attack (lcnn_core.apgd): APGD-CE + APGD-T beside our PGD on a fixed subset
+    "eval_apgd_samples": None,   # test images (stratified, seed 0); None = not run
+    "eval_apgd_eps": [],         # L2 radii; [] = eval_pgd_eps
+    "eval_apgd_steps": 100,      # AutoAttack's standard: 100 steps, 1 restart, 9 target classes
+    "eval_apgd_restarts": 1,
+    "eval_apgd_targets": 9,
+    "eval_pgd_restarts": 1,      # random starts of our PGD in that table
+    "eval_attack_check": False,  # rerun at the middle eps with 2x steps and restarts (apgd.more_effort_check)
 }
 
 
