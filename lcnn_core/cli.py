@@ -27,7 +27,13 @@ def _runs(args):
     seeds = [args.seed] if args.seed is not None else preset.get("seeds") or [0]
     for v in variants:
         check_variant(v)
-    runs = [dict(overrides, variant=v, seed=s) for v in variants for s in seeds]
+    grid = preset["grid"]
+    if args.tag is not None:
+        grid = [e for e in grid if e.get("tag", "") == args.tag]
+        if not grid:
+            tags = [e.get("tag", "") for e in preset["grid"]]
+            raise ConfigError(f"preset {preset['name']} has no grid entry {args.tag!r}; tags: {', '.join(tags)}")
+    runs = [dict(entry, **overrides, variant=v, seed=s) for v in variants for entry in grid for s in seeds]
     for run in runs:  # validate every run before training any
         resolve(run, base=preset["config"])
     return preset, runs
@@ -94,6 +100,7 @@ def parser():
     t.add_argument("--preset", required=True)
     t.add_argument("--variant", help="one training variant (default: all of the preset's)")
     t.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
+    t.add_argument("--tag", help="one grid entry of the preset (default: all)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--name", help="run folder name (default: VARIANT-sSEED)")
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")
@@ -107,6 +114,7 @@ def parser():
     s.add_argument("--gpus", default="0", help="GPU ids (0,1), 'cpu' or 'cpu:N' for N CPU workers (default: 0)")
     s.add_argument("--variant", help="one training variant (default: all of the preset's)")
     s.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
+    s.add_argument("--tag", help="one grid entry of the preset (default: all)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     s.add_argument("--out", default="runs", help="where run folders (and logs/ with one log per run) go")
     s.add_argument("--results", default="results", help="where the small result files are published")

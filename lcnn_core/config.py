@@ -69,6 +69,7 @@ DEFAULTS = {
     "adv_steps": 3,
     # run
     "seed": 0,
+    "tag": "",                   # a preset grid entry's name; runs are named VARIANT[-TAG]-sSEED
     "device": "auto",            # auto | cpu | cuda
     "amp": "auto",               # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
     "channels_last": "auto",     # auto (on for CUDA) | on | off
@@ -101,16 +102,25 @@ def preset_names():
 
 
 def load_preset(name):
-    """The preset dict: description, variants, seeds, config (validated overrides)."""
+    """The preset dict: description, variants, seeds, config (validated overrides), and
+    grid: a list of further overrides, each with a distinct ``tag``; every variant x grid
+    entry x seed is one run (no grid: one entry, no overrides)."""
     names = preset_names()
     if name not in names:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
     preset = yaml.safe_load(resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text())
-    unknown = set(preset) - {"description", "variants", "seeds", "config"}
+    unknown = set(preset) - {"description", "variants", "seeds", "config", "grid"}
     if unknown:
         raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
     preset["name"] = name
     preset["config"] = resolve(preset.get("config") or {})
+    grid = preset.get("grid") or [{}]
+    tags = [entry.get("tag", "") for entry in grid]
+    if len(grid) > 1 and (len(set(tags)) != len(tags) or "" in tags):
+        raise ConfigError(f"preset {name}: every grid entry needs its own non-empty tag, got {tags}")
+    for entry in grid:
+        resolve(entry, base=preset["config"])
+    preset["grid"] = grid
     for v in preset.get("variants", []):
         check_variant(v)
     return preset
@@ -195,4 +205,5 @@ def parse_set(items):
 
 
 def run_name(cfg):
-    return f"{cfg['variant']}-s{cfg['seed']}"
+    tag = f"-{cfg['tag']}" if cfg["tag"] else ""
+    return f"{cfg['variant']}{tag}-s{cfg['seed']}"

@@ -38,7 +38,7 @@ def load_runs(preset, root=None):
         hist = pd.read_csv(d / "history.csv")
         rows.append(dict(
             preset=preset, run=d.name, variant=cfg["variant"], label=VARIANT_LABELS[cfg["variant"]],
-            seed=cfg["seed"], lam=cfg["lam_beta"], epochs=cfg["epochs"], dataset=cfg["dataset"],
+            seed=cfg["seed"], lam=cfg["lam_beta"], lam_gamma=cfg["lam_gamma"], epochs=cfg["epochs"], dataset=cfg["dataset"],
             n_train=geo["scale"]["n_train"], width=cfg["width"], arch=cfg["arch"],
             accuracy=hist["test_acc"].iloc[-1], grad=geo["grad_norm_mean"],
             hess=geo["hess_norm_lanczos_mean"], hess_ref=geo["hess_norm_reference_mean"],

@@ -54,6 +54,8 @@ def command(preset_name, run, sets, out, results, evaluate, device_kind):
     """The ``train`` command line of one run (this Python, this package)."""
     cmd = [sys.executable, "-m", "lcnn_core", "train", "--preset", preset_name, "--variant", run["variant"],
            "--seed", str(run["seed"]), "--out", str(out), "--results", str(results), "--resume"]
+    if run.get("tag"):
+        cmd += ["--tag", run["tag"]]
     for item in sets:
         cmd += ["--set", item]
     if device_kind == "cpu":
