@@ -77,7 +77,9 @@ def apgd_correct(model, x, y, eps, steps=100, restarts=1, targets=9, seed=0):
         if eps == 0 or not ok.any():
             return ok, ok.clone()
         n_classes = model(x[:1]).shape[1]
-        devices = [x.device] if x.device.type == "cuda" else []
+        devices = []
+        if x.device.type == "cuda":  # fork_rng takes CUDA device indices
+            devices = [x.device.index if x.device.index is not None else torch.cuda.current_device()]
         with torch.random.fork_rng(devices=devices):
             ce = APGDAttack(model, n_iter=steps, norm="L2", n_restarts=restarts, eps=eps, seed=seed,
                             loss="ce", rho=APGD_SETTINGS["rho"], device=x.device)

@@ -6,6 +6,7 @@
     python -m lcnn_core sweep --preset h100-cifar10-jpeg --gpus 0,1   # one run per GPU at a time
     python -m lcnn_core evaluate runs/cpu-default/lcnn-s0
     python -m lcnn_core list-presets
+    python -m lcnn_core fingerprints                          # which committed results match the code
 
 Bad input prints one line ``error: ...`` and exits with status 2.
 """
@@ -86,6 +87,14 @@ def cmd_evaluate(args):
     print(f"published {publish(args.run_dir, args.results)}")
 
 
+def cmd_fingerprints(args):
+    from .provenance import code_fingerprint, report
+    table = report(args.results)
+    print(f"current code fingerprint: {code_fingerprint()}; "
+          f"{int(table.current.sum())} of {len(table)} runs match")
+    print(table.fillna("not recorded").to_string(index=False))
+
+
 def cmd_list(args):
     for name in preset_names():
         p = load_preset(name)
@@ -126,6 +135,9 @@ def parser():
     e.add_argument("--results", default="results")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
+    f.add_argument("--results", default="results")
+    f.set_defaults(func=cmd_fingerprints)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)
     return ap

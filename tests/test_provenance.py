@@ -77,3 +77,13 @@ def test_report_lists_each_run_and_whether_it_matches(tmp_path):
     assert dict(zip(df.folder, df.current)) == {"p/new-s0": True, "p/old-s0": False, "p/stale-eval-s0": False,
                                                 "q/untrained-eval-s0": True}
     assert pd.isna(df.set_index("folder").loc["p/old-s0", "trained_with"])
+
+
+def test_fingerprints_command_prints_the_table(tmp_path, capsys):
+    from lcnn_core.cli import main
+    d = tmp_path / "p" / "run-s0"
+    d.mkdir(parents=True)
+    (d / "provenance.json").write_text(json.dumps(dict(code_fingerprint=code_fingerprint())))
+    assert main(["fingerprints", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 1 runs match" in out and "p/run-s0" in out
