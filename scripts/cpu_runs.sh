@@ -10,7 +10,11 @@ T="python -m lcnn_core train --quiet --resume"
 MNIST_APGD=(--set eval_apgd_samples=200 --set "eval_apgd_eps=[1.0, 2.0, 3.0]")
 NO_APGD=(--set eval_apgd_samples=null)
 
-# 1. the CPU CIFAR preset: four headline variants x 3 seeds, with APGD
+# 1. the CPU CIFAR preset: four headline variants x 3 seeds, with APGD; the more-effort check
+#    (2x steps and restarts at the middle eps) on seed 0 of Standard and LCNN
+for v in standard lcnn; do
+  $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed 0 --set eval_attack_check=true
+done
 for seed in 0 1 2; do
   for v in standard lcnn gradreg lcnn_gradreg; do
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed"
