@@ -26,7 +26,7 @@ that stays flat, or PGD far above APGD, flags gradient masking.
 import torch
 
 from .attacks import pgd_l2
-from .metrics import check_batch, check_labels, eval_mode, sample_batches
+from .checks import check_batch, check_labels, eval_mode, sample_batches
 
 APGD_SETTINGS = dict(norm="L2", steps=100, restarts=1, rho=0.75, targets=9,
                      apgd_t_loss="targeted DLR", returned="an adversarial point if one was found")

@@ -1,10 +1,13 @@
-"""Command line: ``python -m lcnn_core {train,sweep,evaluate,list-presets}``.
+"""Command line: ``python -m lcnn_core {train,sweep,evaluate,yao,tightness,linear-baseline,list-presets}``.
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
     torchrun --standalone --nproc_per_node=2 -m lcnn_core train --preset team-cifar10 --variant lcnn
     python -m lcnn_core sweep --preset h100-cifar10-jpeg --gpus 0,1   # one run per GPU at a time
     python -m lcnn_core evaluate runs/cpu-default/lcnn-s0
+    python -m lcnn_core yao [--preset yao-tiny]          # the studies: each driven by its study preset
+    python -m lcnn_core tightness [--runs runs]
+    python -m lcnn_core linear-baseline
     python -m lcnn_core list-presets
     python -m lcnn_core fingerprints                          # which committed results match the code
 
@@ -14,41 +17,46 @@ import argparse
 import sys
 
 from . import distributed
-from .config import ConfigError, check_variant, load_preset, parse_set, preset_names, resolve
+from .config import ConfigError, check_variant, load_preset, load_study, parse_set, preset_names, preset_runs, resolve
 from .data import DataError
 from .sweep import SweepError, parse_devices, sweep
 from .train import CheckpointError, TrainingError, is_finished, run_dir_for, train
 
 
 def _runs(args):
-    """(preset, [config overrides per run]) selected by the arguments."""
+    """(preset, [(run name, config overrides)]) selected by the arguments: the preset's runs
+    (config.preset_runs: variants x seeds, or its grid), filtered by --variant / --seed / --run,
+    with --set applied on top."""
     preset = load_preset(args.preset)
     overrides = parse_set(args.set)
-    variants = [args.variant] if args.variant else preset.get("variants") or [preset["config"]["variant"]]
-    seeds = [args.seed] if args.seed is not None else preset.get("seeds") or [0]
-    for v in variants:
-        check_variant(v)
-    grid = preset["grid"]
-    if args.tag is not None:
-        grid = [e for e in grid if e.get("tag", "") == args.tag]
-        if not grid:
-            tags = [e.get("tag", "") for e in preset["grid"]]
-            raise ConfigError(f"preset {preset['name']} has no grid entry {args.tag!r}; tags: {', '.join(tags)}")
-    runs = [dict(entry, **overrides, variant=v, seed=s) for v in variants for entry in grid for s in seeds]
-    for run in runs:  # validate every run before training any
+    if args.variant:
+        check_variant(args.variant)
+    runs = preset_runs(preset, variants=[args.variant] if args.variant else None,
+                       seeds=[args.seed] if args.seed is not None else None)
+    if args.run:
+        missing = sorted(set(args.run) - {n for n, _ in runs})
+        if missing:
+            raise ConfigError(f"preset {preset['name']} has no run named {', '.join(missing)}; "
+                              f"its runs: {', '.join(n for n, _ in runs)}")
+        runs = [(n, o) for n, o in runs if n in args.run]
+    if not runs:
+        raise ConfigError(f"preset {preset['name']} has no run with these --variant / --seed")
+    name = getattr(args, "name", None)
+    picked = [(name or n, dict(overrides, **o)) for n, o in runs]  # the grid wins over --set
+    for _, run in picked:  # validate every run before training any
         resolve(run, base=preset["config"])
-    return preset, runs
+    return preset, picked
 
 
 def cmd_train(args):
     preset, runs = _runs(args)
     ddp = distributed.context()  # under torchrun: every rank trains each run, then rank 0 evaluates them
     trained = []
-    for run in runs:
+    for name, run in runs:
         cfg = resolve(run, base=preset["config"])
-        run_dir = run_dir_for(cfg, args.out, preset["name"], args.name)
+        run_dir = run_dir_for(cfg, args.out, preset["name"], name)
         if not is_finished(run_dir):
-            run_dir = train(cfg, out=args.out, preset=preset["name"], name=args.name, resume=args.resume,
+            run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
                             progress=not args.quiet)
         trained.append((run_dir, cfg))
         if not ddp.enabled:
@@ -87,6 +95,30 @@ def cmd_evaluate(args):
     print(f"published {publish(args.run_dir, args.results)}")
 
 
+def _study(args, verb):
+    preset = load_study(args.preset, parse_set(args.set))
+    if preset["study"] != verb:
+        raise ConfigError(f"{args.preset} is a {preset['study']} preset: python -m lcnn_core {preset['study']} "
+                          f"--preset {args.preset}")
+    return preset["settings"]
+
+
+def cmd_yao(args):
+    from .studies import yao
+    yao.run(_study(args, "yao"), out=args.out, only=args.only, skip_lcnn=args.skip_lcnn)
+
+
+def cmd_tightness(args):
+    from .studies import tightness_audit
+    tightness_audit.run(_study(args, "tightness"), runs=args.runs, results=args.results, out=args.out,
+                        only=args.only, log=lambda m: print(m, flush=True))
+
+
+def cmd_linear_baseline(args):
+    from .studies import linear_baseline
+    linear_baseline.run(_study(args, "linear-baseline"), out=args.out)
+
+
 def cmd_fingerprints(args):
     from .provenance import code_fingerprint, report
     table = report(args.results)
@@ -97,9 +129,17 @@ def cmd_fingerprints(args):
 
 def cmd_list(args):
     for name in preset_names():
-        p = load_preset(name)
+        try:
+            p = load_preset(name)
+        except ConfigError:  # a study preset
+            p = load_study(name)
+            print(f"{name:18s} {' '.join(p['description'].split())}")
+            print(f"{'':18s} study: python -m lcnn_core {p['study']} --preset {name}")
+            continue
         print(f"{name:18s} {' '.join(p['description'].split())}")
-        print(f"{'':18s} variants: {', '.join(p['variants'])}; seeds: {p['seeds']}")
+        runs = preset_runs(p)
+        print(f"{'':18s} variants: {', '.join(p['variants'])}; seeds: {p['seeds']}; {len(runs)} runs"
+              + (f" ({', '.join(n for n, _ in runs)})" if p.get("grid") else ""))
 
 
 def parser():
@@ -109,9 +149,9 @@ def parser():
     t.add_argument("--preset", required=True)
     t.add_argument("--variant", help="one training variant (default: all of the preset's)")
     t.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
-    t.add_argument("--tag", help="one grid entry of the preset (default: all)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--name", help="run folder name (default: VARIANT-sSEED)")
+    t.add_argument("--run", action="append", metavar="NAME", help="one run of the preset by name (repeatable)")
+    t.add_argument("--name", help="run folder name (default: the preset's, VARIANT-sSEED without a grid)")
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")
     t.add_argument("--results", default="results", help="where the small result files are published")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
@@ -123,7 +163,7 @@ def parser():
     s.add_argument("--gpus", default="0", help="GPU ids (0,1), 'cpu' or 'cpu:N' for N CPU workers (default: 0)")
     s.add_argument("--variant", help="one training variant (default: all of the preset's)")
     s.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
-    s.add_argument("--tag", help="one grid entry of the preset (default: all)")
+    s.add_argument("--run", action="append", metavar="NAME", help="one run of the preset by name (repeatable)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     s.add_argument("--out", default="runs", help="where run folders (and logs/ with one log per run) go")
     s.add_argument("--results", default="results", help="where the small result files are published")
@@ -135,6 +175,27 @@ def parser():
     e.add_argument("--results", default="results")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    y = sub.add_parser("yao", help="Yao et al.'s batch-size study at CPU scale (results/yao/)")
+    y.add_argument("--preset", default="yao", help="a yao study preset (default: yao; yao-tiny: seconds)")
+    y.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    y.add_argument("--out", default="results/yao")
+    y.add_argument("--only", choices=["matched", "spread", "lcnn"],
+                   help="run one stage alone (appends its CSV to --out; spread retrains the batch-32 seed-0 M1)")
+    y.add_argument("--skip-lcnn", action="store_true")
+    y.set_defaults(func=cmd_yao)
+    ti = sub.add_parser("tightness", help="how loose the provable bounds are on trained runs (results/tightness/)")
+    ti.add_argument("--preset", default="tightness")
+    ti.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    ti.add_argument("--runs", default="runs", help="where the trained run folders (model.pt) are")
+    ti.add_argument("--results", default="results", help="where the runs' geometry.json are")
+    ti.add_argument("--out", default="results/tightness")
+    ti.add_argument("--only", default="", help="audit only runs whose <preset>/<run> contains this")
+    ti.set_defaults(func=cmd_tightness)
+    lb = sub.add_parser("linear-baseline", help="softmax regression on the pixels (results/linear-baseline/)")
+    lb.add_argument("--preset", default="linear-baseline")
+    lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    lb.add_argument("--out", default="results/linear-baseline")
+    lb.set_defaults(func=cmd_linear_baseline)
     f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
     f.add_argument("--results", default="results")
     f.set_defaults(func=cmd_fingerprints)

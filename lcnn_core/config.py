@@ -69,10 +69,10 @@ DEFAULTS = {
     "adv_steps": 3,
     # run
     "seed": 0,
-    "tag": "",                   # a preset grid entry's name; runs are named VARIANT[-TAG]-sSEED
     "device": "auto",            # auto | cpu | cuda
     "amp": "auto",               # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
     "channels_last": "auto",     # auto (on for CUDA) | on | off
+    "compile": "auto",           # torch.compile the model: auto (CUDA, first-order variants) | on | off
     # evaluation (python -m lcnn_core evaluate)
     "eval_samples": 256,         # test images for the geometry table and gradient robustness
     "eval_pgd_samples": 500,     # test images for PGD accuracy
@@ -101,29 +101,130 @@ def preset_names():
     return sorted(p.name[:-5] for p in resources.files("lcnn_core.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name):
-    """The preset dict: description, variants, seeds, config (validated overrides), and
-    grid: a list of further overrides, each with a distinct ``tag``; every variant x grid
-    entry x seed is one run (no grid: one entry, no overrides)."""
+def _read_preset(name):
     names = preset_names()
     if name not in names:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
-    preset = yaml.safe_load(resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text())
+    return yaml.safe_load(resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text())
+
+
+def load_preset(name):
+    """A training preset: description, variants, seeds, config (validated overrides) and an optional
+    grid (see ``preset_runs``). A study preset (``study:``) is refused here; see ``load_study``."""
+    preset = _read_preset(name)
+    if "study" in preset:
+        raise ConfigError(f"{name} is the preset of a study, not of training runs: "
+                          f"python -m lcnn_core {preset['study']} --preset {name}")
     unknown = set(preset) - {"description", "variants", "seeds", "config", "grid"}
     if unknown:
         raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
     preset["name"] = name
     preset["config"] = resolve(preset.get("config") or {})
-    grid = preset.get("grid") or [{}]
-    tags = [entry.get("tag", "") for entry in grid]
-    if len(grid) > 1 and (len(set(tags)) != len(tags) or "" in tags):
-        raise ConfigError(f"preset {name}: every grid entry needs its own non-empty tag, got {tags}")
-    for entry in grid:
-        resolve(entry, base=preset["config"])
-    preset["grid"] = grid
     for v in preset.get("variants", []):
         check_variant(v)
+    preset_runs(preset)  # a bad grid fails here, before any training
     return preset
+
+
+def preset_runs(preset, variants=None, seeds=None):
+    """Every run of a training preset as (name, overrides of its config), in training order;
+    ``variants`` / ``seeds`` (the CLI's --variant / --seed) replace the preset's lists.
+
+    Without ``grid:`` the runs are variants x seeds, named VARIANT-sSEED. A grid is a list of
+    blocks; each block takes the preset's variants x seeds (or its own ``variants:`` / ``seeds:``)
+    x the product of its ``axes`` (in the order written, the first varying slowest), and names each run
+    with ``name:``, a format string over ``variant``, ``seed`` and the axis names::
+
+        grid:
+          - name: "{variant}-lam{lam}-e{epochs}-s{seed}"
+            axes:
+              epochs: {keys: [epochs], values: [5, 20]}
+              lam: {keys: [lam_beta, lam_gamma], values: [0, 1e-3, 1e-2, 1e-1]}
+
+    An axis value sets every key in ``keys``; it enters the name as written in the YAML, so
+    ``1e-3`` (a string to YAML 1.1, a float once validated) names ``lam1e-3``.
+    """
+    chosen, chosen_seeds = variants, seeds
+    variants = variants or preset.get("variants") or [preset["config"]["variant"]]
+    seeds = seeds or preset.get("seeds") or [0]
+    grid = preset.get("grid") or [{}]
+    runs = []
+    for block in grid:
+        unknown = set(block) - {"name", "variants", "seeds", "axes"}
+        if unknown:
+            raise ConfigError(f"preset {preset['name']}: unknown grid key(s) {sorted(unknown)}")
+        axes = block.get("axes") or {}
+        for axis, spec in axes.items():
+            if set(spec) != {"keys", "values"} or not spec["keys"] or not spec["values"]:
+                raise ConfigError(f"preset {preset['name']}: grid axis {axis!r} needs non-empty keys and values")
+        points = [{}]
+        for axis, spec in axes.items():
+            points = [dict(p, **{axis: v}) for p in points for v in spec["values"]]
+        block_variants = block.get("variants") or variants
+        if chosen and block.get("variants"):
+            block_variants = [v for v in block_variants if v in chosen]
+        for v in block_variants:
+            check_variant(v)
+            for seed in seeds if chosen_seeds else block.get("seeds") or seeds:
+                for point in points:
+                    overrides = dict(variant=v, seed=seed)
+                    for axis, value in point.items():
+                        overrides.update({k: value for k in axes[axis]["keys"]})
+                    template = block.get("name")
+                    try:
+                        name = template.format(variant=v, seed=seed, **point) if template else None
+                    except KeyError as e:
+                        raise ConfigError(f"preset {preset['name']}: grid name {template!r} uses unknown {e}")
+                    run = (name or run_name(dict(variant=v, seed=seed)), overrides)
+                    if run in runs:  # the same run reached through two blocks (--variant picks both)
+                        continue
+                    if run[0] in {n for n, _ in runs}:
+                        raise ConfigError(f"preset {preset['name']}: the grid names two different runs {run[0]}")
+                    runs.append(run)
+    for _, overrides in runs:
+        resolve(overrides, base=preset["config"])
+    return runs
+
+
+def load_study(name, overrides=None):
+    """A study preset: ``study:`` (the CLI verb that runs it), description and ``settings``, the
+    full description of the study. ``extends: OTHER`` starts from OTHER's settings (a smaller
+    version of the same study); ``overrides`` (``--set``) come last. Keys that the base study
+    does not have are refused, so a typo cannot pass silently."""
+    preset = _read_preset(name)
+    if "study" not in preset:
+        raise ConfigError(f"{name} is a training preset: python -m lcnn_core train --preset {name}")
+    unknown = set(preset) - {"description", "study", "settings", "extends"}
+    if unknown:
+        raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
+    settings = dict(preset.get("settings") or {})
+    if "extends" in preset:
+        base = load_study(preset["extends"])
+        if base["study"] != preset["study"]:
+            raise ConfigError(f"preset {name} extends {preset['extends']}, a {base['study']} study")
+        settings = _update_known(base["settings"], settings, name)
+    settings = _update_known(settings, overrides or {}, name)
+    settings = {k: _expand(v) for k, v in settings.items()}
+    return dict(preset, name=name, settings=settings)
+
+
+def _update_known(base, new, name):
+    unknown = set(new) - set(base)
+    if unknown:
+        close = difflib.get_close_matches(sorted(unknown)[0], base, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"preset {name}: unknown setting(s) {sorted(unknown)}{hint}")
+    return dict(base, **new)
+
+
+def _expand(value):
+    """``{linspace: [start, stop, num]}`` -> numpy.linspace(...).tolist() (exact grids that YAML
+    cannot write plainly: -0.3999999999999999 ...); anything else unchanged."""
+    if isinstance(value, dict) and set(value) == {"linspace"}:
+        import numpy as np
+        start, stop, num = value["linspace"]
+        return np.linspace(float(start), float(stop), int(num)).tolist()
+    return value
 
 
 def check_variant(v):
@@ -185,9 +286,10 @@ def resolve(overrides, base=None):
         raise ConfigError(f"{cfg['dataset']} has {n} classes, but num_classes={cfg['num_classes']} was requested")
     if not 0 < cfg["onecycle_warmup"] < 1:
         raise ConfigError(f"onecycle_warmup must lie in (0, 1), got {cfg['onecycle_warmup']}")
-    for key in ("amp", "channels_last", "device", "lr_schedule"):
+    for key in ("amp", "channels_last", "device", "compile", "lr_schedule"):
         allowed = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
-                   "device": ("auto", "cpu", "cuda"), "lr_schedule": ("multistep", "onecycle")}[key]
+                   "device": ("auto", "cpu", "cuda"), "compile": ("auto", "on", "off"),
+                   "lr_schedule": ("multistep", "onecycle")}[key]
         if cfg[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     return cfg
@@ -205,5 +307,4 @@ def parse_set(items):
 
 
 def run_name(cfg):
-    tag = f"-{cfg['tag']}" if cfg["tag"] else ""
-    return f"{cfg['variant']}{tag}-s{cfg['seed']}"
+    return f"{cfg['variant']}-s{cfg['seed']}"

@@ -15,8 +15,6 @@ Writes into the run directory (and copies to ``results/<preset>/<run>/``):
                       APGD-CE, APGD-CE + APGD-T and the strongest per image (lcnn_core.apgd)
     attacks.json      the same with the settings, the flags and the more-effort check
 """
-import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import pandas as pd
 import torch
 
 from .apgd import attack_flags, more_effort_check, strong_robustness
+from .atomic import write_json
 from .attacks import robust_accuracy
 from .bound import loss_bound, paper_proxy
 from .data import Loader, stratified_indices
@@ -41,12 +40,6 @@ def _eval_batches(data, n, batch_size):
     idx = stratified_indices(data.y_test.cpu(), min(n, len(data.y_test)), data.num_classes, seed=0)
     idx = torch.as_tensor(idx, device=data.x_test.device)
     return list(Loader(data.x_test[idx], data.y_test[idx], batch_size))
-
-
-def write_json(obj, path):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def evaluate_run(run_dir, device="cpu", progress=True):

@@ -5,6 +5,7 @@ import hashlib
 import io
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,11 +232,19 @@ def test_cifar10_jpeg_extracts_archive_in_cifar_label_order(tmp_path, top):
 
 
 def test_cifar10_jpeg_without_images_or_archive_says_where_to_put_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
-    with pytest.raises(DataError, match=r"no images at .*cifar10-jpeg.*archive="):
+    monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path / "absent"))
+    with pytest.raises(DataError, match=r"no images at .*cifar10-jpeg and no .*absent.*set LCNN_SHARED_DATA"):
         load_dataset("cifar10-jpeg", root=tmp_path)
     with pytest.raises(DataError, match="not found"):
         load_dataset("cifar10-jpeg", root=tmp_path, archive=tmp_path / "nope.tar.gz")
+
+
+def test_shared_data_folder_is_the_env_var_else_shared_beside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path))
+    assert data.shared_data_dir() == tmp_path
+    monkeypatch.delenv("LCNN_SHARED_DATA")
+    repo = Path(data.__file__).resolve().parents[1]
+    assert data.shared_data_dir() == repo.parent / "shared" / "data"
 
 
 #############################################

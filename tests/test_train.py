@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from lcnn_core import train as train_mod
+from lcnn_core.atomic import save_torch
 from lcnn_core.cli import main
 from lcnn_core.config import ConfigError, resolve
 from lcnn_core.regularizers import reference_gradreg_coefficient
@@ -110,8 +111,7 @@ def test_bad_cli_input_gives_one_line_error_and_writes_nothing(tmp_path, capsys,
 
 
 def test_missing_data_is_reported_before_anything_is_written(tmp_path, capsys, monkeypatch):
-    import lcnn_core.data as data
-    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
+    monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path / "absent"))
     code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--set", "dataset=cifar10-jpeg",
                      "--set", f"data_root={tmp_path / 'nodata'}", "--out", str(tmp_path / "runs"), "--no-eval")
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
@@ -127,7 +127,7 @@ def test_corrupt_checkpoint_and_changed_config_are_refused(tmp_path, capsys):
     assert code == 2 and "corrupt" in err
     (run / "checkpoint.pt").unlink()
     cfg = resolve(dict(TINY))
-    train_mod.atomic_save(dict(model={}, config=dict(cfg, lr=0.5)), run / "checkpoint.pt")
+    save_torch(dict(model={}, config=dict(cfg, lr=0.5)), run / "checkpoint.pt")
     code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--out", str(out), "--resume", "--no-eval")
     assert code == 2 and "config differs in" in err and "lr" in err
 
@@ -228,36 +228,3 @@ def test_onecycle_rises_then_falls_and_old_checkpoints_are_refused(tmp_path):
     train_mod.atomic_save(dict(model={}, config=resolve(TINY), epoch=1), run / "checkpoint.pt")
     with pytest.raises(train_mod.CheckpointError, match="per-epoch"):
         train(TINY, out=tmp_path, resume=True, progress=False)
-
-
-# ---------------------------------------------------------------- preset grids
-def test_a_preset_grid_expands_to_variant_x_entry_x_seed_runs_and_tag_selects_one(tmp_path, monkeypatch):
-    import argparse
-    from lcnn_core import cli, config as config_mod
-    from lcnn_core.config import load_preset, run_name
-    from lcnn_core.sweep import command
-    preset = load_preset("cifar10-jpeg-cpu16-ablation")
-    args = argparse.Namespace(preset=preset["name"], set=None, variant=None, seed=None, tag=None)
-    _, runs = cli._runs(args)
-    assert len(runs) == len(preset["grid"]) * len(preset["seeds"]) == 16
-    cfgs = [resolve(r, base=preset["config"]) for r in runs]
-    names = {run_name(c) for c in cfgs}
-    assert len(names) == 16 and "lcnn-lb1e-2-lg1e-3-e4-s1" in names
-    one = next(c for c in cfgs if run_name(c) == "lcnn-lb1e-2-lg1e-3-e4-s1")
-    assert (one["lam_beta"], one["lam_gamma"], one["epochs"]) == (1e-2, 1e-3, 4)
-    args.tag, args.seed = "lb1e-3-lg1e-2-e16", 0
-    _, runs = cli._runs(args)
-    assert len(runs) == 1 and resolve(runs[0], base=preset["config"])["lam_gamma"] == 1e-2
-    cmd = command(preset["name"], runs[0], [], "o", "r", True, "cpu")
-    assert cmd[cmd.index("--tag") + 1] == "lb1e-3-lg1e-2-e16"
-    args.tag = "nope"
-    with pytest.raises(ConfigError, match="no grid entry"):
-        cli._runs(args)
-    # old run names are kept: no grid, no tag
-    assert run_name(resolve(dict(variant="lcnn", seed=2))) == "lcnn-s2"
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("variants: [lcnn]\nseeds: [0]\ngrid:\n  - {tag: a, epochs: 2}\n  - {tag: a, epochs: 3}\n")
-    monkeypatch.setattr(config_mod, "preset_names", lambda: ["bad"])
-    monkeypatch.setattr(config_mod.resources, "files", lambda pkg: tmp_path)
-    with pytest.raises(ConfigError, match="own non-empty tag"):
-        load_preset("bad")
