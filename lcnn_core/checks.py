@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
-OUTPUTS = ("loss", "logit")
+OUTPUTS = ("loss", "logit", "margin")
 
 
 def check_batch(x, y):
@@ -103,7 +103,9 @@ def sample_batches(model, batches, max_samples=None, desc="", progress=True):
 
 def per_sample_output(model, x, y, output="loss", check=True):
     """f(x_i) for every sample (Tensor[B]) and the logits (B x K).
-    output="loss": cross-entropy at the true label; "logit": the true-class logit.
+    output="loss": cross-entropy at the true label; "logit": the true-class logit; "margin":
+    z_y - max_{j != y} z_j (negative where the sample is misclassified; smooth wherever the
+    runner-up class is unique, which holds almost everywhere).
     Half-precision logits (autocast) are promoted to float32 first, as the training loss does.
     ``check=False`` skips the label-range check (a device sync; training's hot loop)."""
     check_output(output)
@@ -115,7 +117,10 @@ def per_sample_output(model, x, y, output="loss", check=True):
     if output == "loss":
         z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
         return F.cross_entropy(z, y, reduction="none"), logits
-    return logits.gather(1, y[:, None]).squeeze(1), logits
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    if output == "margin":
+        return true - logits.scatter(1, y[:, None], float("-inf")).amax(1), logits
+    return true, logits
 
 
 def input_gradients(model, x, y, output="loss", create_graph=False, check=True):

@@ -9,6 +9,7 @@
     python -m lcnn_core tightness [--runs runs]
     python -m lcnn_core linear-baseline
     python -m lcnn_core list-presets
+    python -m lcnn_core fingerprints                          # which committed results match the code
 
 Bad input prints one line ``error: ...`` and exits with status 2.
 """
@@ -118,6 +119,14 @@ def cmd_linear_baseline(args):
     linear_baseline.run(_study(args, "linear-baseline"), out=args.out)
 
 
+def cmd_fingerprints(args):
+    from .provenance import code_fingerprint, report
+    table = report(args.results)
+    print(f"current code fingerprint: {code_fingerprint()}; "
+          f"{int(table.current.sum())} of {len(table)} runs match")
+    print(table.fillna("not recorded").to_string(index=False))
+
+
 def cmd_list(args):
     for name in preset_names():
         try:
@@ -187,6 +196,9 @@ def parser():
     lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     lb.add_argument("--out", default="results/linear-baseline")
     lb.set_defaults(func=cmd_linear_baseline)
+    f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
+    f.add_argument("--results", default="results")
+    f.set_defaults(func=cmd_fingerprints)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)
     return ap

@@ -19,10 +19,19 @@ TRAINING_VARIANTS = {
     "cure":         dict(model="standard", lcnn_penalty=False, gradreg=False, cure=True,  adversarial=False),
     "softplus_wd":  dict(model="softplus", lcnn_penalty=False, gradreg=False, cure=False, adversarial=False),
     "adv":          dict(model="standard", lcnn_penalty=False, gradreg=False, cure=False, adversarial=True),
+    # What lowers curvature (issue 18): the LCNN architecture without its penalty (= lambda 0:
+    # adding 0 * penalty changes no float), and each LCNN component alone, trained with the
+    # LCNN penalty on whichever of beta / gamma that component has (none for sn_conv).
+    "lcnn_nopen":   dict(model="lcnn",              lcnn_penalty=False, gradreg=False, cure=False, adversarial=False),
+    "csoftplus":    dict(model="centered_softplus", lcnn_penalty=True,  gradreg=False, cure=False, adversarial=False),
+    "snconv":       dict(model="sn_conv",           lcnn_penalty=True,  gradreg=False, cure=False, adversarial=False),
+    "clipbn":       dict(model="clipped_bn",        lcnn_penalty=True,  gradreg=False, cure=False, adversarial=False),
 }
 VARIANT_LABELS = {
     "standard": "Standard", "lcnn": "LCNN", "gradreg": "GradReg", "lcnn_gradreg": "LCNN + GradReg",
     "cure": "CURE", "softplus_wd": "Softplus + Wt. Decay", "adv": "Adversarial training",
+    "lcnn_nopen": "LCNN, λ = 0", "csoftplus": "Centered softplus only", "snconv": "SN conv only",
+    "clipbn": "Clipped BN only",
 }
 
 DEFAULTS = {
@@ -45,8 +54,10 @@ DEFAULTS = {
     "lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 5e-4,        # never applied to log beta / log gamma
-    "milestones": [0.75, 0.875], # fractions of the epochs where lr *= lr_decay (150, 175 of 200)
+    "milestones": [0.75, 0.875], # fractions of the run where lr *= lr_decay (150, 175 of 200; train.milestone_steps)
     "lr_decay": 0.1,
+    "lr_schedule": "multistep",  # multistep (the paper's) | onecycle (torch OneCycleLR, peak lr at onecycle_warmup)
+    "onecycle_warmup": 0.3,      # fraction of the steps spent rising to the peak lr (torch's default)
     # regularisers
     "lam_beta": 1e-3,            # paper's tables: 1e-3; refactored code (the team's runs): 1e-2
     "lam_gamma": 1e-3,
@@ -68,6 +79,14 @@ DEFAULTS = {
     "eval_pgd_eps": [0.05, 0.1, 0.15, 0.2],
     "eval_pgd_steps": 20,
     "eval_batch_size": 64,
+    # the strong attack (lcnn_core.apgd): APGD-CE + APGD-T beside our PGD on a fixed subset
+    "eval_apgd_samples": None,   # test images (stratified, seed 0); None = not run
+    "eval_apgd_eps": [],         # L2 radii; [] = eval_pgd_eps
+    "eval_apgd_steps": 100,      # AutoAttack's standard: 100 steps, 1 restart, 9 target classes
+    "eval_apgd_restarts": 1,
+    "eval_apgd_targets": 9,
+    "eval_pgd_restarts": 1,      # random starts of our PGD in that table
+    "eval_attack_check": False,  # rerun at the middle eps with 2x steps and restarts (apgd.more_effort_check)
 }
 
 
@@ -265,9 +284,12 @@ def resolve(overrides, base=None):
     n = DATASET_CLASSES[cfg["dataset"]]
     if cfg["num_classes"] not in (None, n):
         raise ConfigError(f"{cfg['dataset']} has {n} classes, but num_classes={cfg['num_classes']} was requested")
-    for key in ("amp", "channels_last", "device", "compile"):
+    if not 0 < cfg["onecycle_warmup"] < 1:
+        raise ConfigError(f"onecycle_warmup must lie in (0, 1), got {cfg['onecycle_warmup']}")
+    for key in ("amp", "channels_last", "device", "compile", "lr_schedule"):
         allowed = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
-                   "device": ("auto", "cpu", "cuda"), "compile": ("auto", "on", "off")}[key]
+                   "device": ("auto", "cpu", "cuda"), "compile": ("auto", "on", "off"),
+                   "lr_schedule": ("multistep", "onecycle")}[key]
         if cfg[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     return cfg

@@ -3,18 +3,26 @@ the provable bound and the paper's proxy; publish the small files to ``results/`
 
 Writes into the run directory (and copies to ``results/<preset>/<run>/``):
 
-    geometry.json     E||grad f||, E||hess f|| and E C_f (both Hessian readouts), accuracy,
-                      the bound, the proxy, the scale and provenance of the evaluation
-    samples.csv       the same per test image
+    geometry.json     E||grad f||, E||hess f|| and E C_f (both Hessian readouts) of the loss,
+                      accuracy, the bound, the proxy, the scale and provenance of the evaluation;
+                      ``by_output``: grad, Hessian (Lanczos) and C_f of f = the loss, the
+                      true-class logit z_y and the margin z_y - max_{j != y} z_j (also flat as
+                      curvature_{output}_mean / _std), since the loss's C_f follows the logit scale
+    samples.csv       the same per test image (the logit / margin columns end in _logit / _margin)
     robustness.csv    relative gradient change per noise magnitude (mean, std, m * E C_f)
     pgd.json          L2 PGD accuracy per eps with the attack settings
+    attacks.csv       with eval_apgd_samples set: robust accuracy (%) per eps under our PGD,
+                      APGD-CE, APGD-CE + APGD-T and the strongest per image (lcnn_core.apgd)
+    attacks.json      the same with the settings, the flags and the more-effort check
 """
 import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from .apgd import attack_flags, more_effort_check, strong_robustness
 from .atomic import write_json
 from .attacks import robust_accuracy
 from .bound import loss_bound, paper_proxy
@@ -24,7 +32,8 @@ from .provenance import provenance
 from .train import is_finished, load_run
 
 PUBLISHED = ("config.yaml", "history.csv", "provenance.json", "geometry.json", "samples.csv",
-             "robustness.csv", "pgd.json")
+             "robustness.csv", "pgd.json", "attacks.csv", "attacks.json")
+CURVATURE_OUTPUTS = ("loss", "logit", "margin")
 
 
 def _eval_batches(data, n, batch_size):
@@ -40,6 +49,16 @@ def evaluate_run(run_dir, device="cpu", progress=True):
     model, cfg, data = load_run(run_dir, device)
     batches = _eval_batches(data, cfg["eval_samples"], cfg["eval_batch_size"])
     geometry, samples = evaluate_geometry(model, batches, progress=progress, return_samples=True)
+    geometry["by_output"] = {"loss": _output_summary(geometry)}
+    for output in CURVATURE_OUTPUTS[1:]:
+        row, per = evaluate_geometry(model, batches, hessian_methods=("lanczos",), progress=progress,
+                                     return_samples=True, output=output)
+        geometry["by_output"][output] = _output_summary(row)
+        for col in ("grad_norm", "hess_norm_lanczos", "curvature_lanczos"):
+            samples[f"{col}_{output}"] = per[col].to_numpy()
+    for output, summary in geometry["by_output"].items():
+        geometry[f"curvature_{output}_mean"] = summary["curvature_mean"]
+        geometry[f"curvature_{output}_std"] = summary["curvature_std"]
     samples.to_csv(run_dir / "samples.csv", index=False)
 
     frames = []
@@ -48,7 +67,6 @@ def evaluate_run(run_dir, device="cpu", progress=True):
         df = gradient_robustness(model, x, y, hessian=hess)
         df["sample"] += i * cfg["eval_batch_size"]
         frames.append(df)
-    import pandas as pd
     rob = pd.concat(frames)
     summary = rob.groupby("magnitude").agg(relative_change_mean=("relative_change", "mean"),
                                            relative_change_std=("relative_change", "std"),
@@ -67,9 +85,44 @@ def evaluate_run(run_dir, device="cpu", progress=True):
                     variant=cfg["variant"], provenance=provenance(device, eval_wall_time_s=None))
     pgd.update(scale=scale, variant=cfg["variant"])
     write_json(pgd, run_dir / "pgd.json")
+    if cfg["eval_apgd_samples"]:
+        strong = strong_attack(model, data, cfg, progress)
+        strong.update(scale=dict(scale, apgd_samples=strong["n_samples"]), variant=cfg["variant"])
+        pd.DataFrame(strong["table"]).to_csv(run_dir / "attacks.csv", index=False)
+        write_json(strong, run_dir / "attacks.json")
+    else:  # never publish a table left from an earlier evaluation
+        for name in ("attacks.csv", "attacks.json"):
+            (run_dir / name).unlink(missing_ok=True)
     geometry["provenance"]["eval_wall_time_s"] = round(time.perf_counter() - t0, 2)
     write_json(geometry, run_dir / "geometry.json")
     return geometry
+
+
+def _output_summary(row):
+    """grad / Hessian (Lanczos) / C_f means and stds of one evaluate_geometry row."""
+    keys = dict(grad_norm="grad_norm", hess_norm="hess_norm_lanczos", curvature="curvature_lanczos")
+    return {f"{k}_{stat}": row[f"{v}_{stat}"] for k, v in keys.items() for stat in ("mean", "std")}
+
+
+def strong_attack(model, data, cfg, progress=True):
+    """The robust-accuracy table of lcnn_core.apgd on the run's fixed APGD subset, with flags
+    and (eval_attack_check) the more-effort check at the middle eps; per-image results dropped."""
+    t0 = time.perf_counter()
+    batches = _eval_batches(data, cfg["eval_apgd_samples"], cfg["eval_batch_size"])
+    eps_list = cfg["eval_apgd_eps"] or cfg["eval_pgd_eps"]
+    settings = dict(pgd_steps=cfg["eval_pgd_steps"], pgd_restarts=cfg["eval_pgd_restarts"],
+                    apgd_steps=cfg["eval_apgd_steps"], apgd_restarts=cfg["eval_apgd_restarts"],
+                    apgd_targets=cfg["eval_apgd_targets"])
+    out = strong_robustness(model, batches, eps_list, progress=progress, **settings)
+    out.pop("per_image")
+    out["flags"] = attack_flags(out)
+    out["check"] = None
+    if cfg["eval_attack_check"]:
+        row = sorted(out["table"], key=lambda r: r["eps"])[len(eps_list) // 2]
+        out["check"] = more_effort_check(model, batches, row["eps"], row["strongest"], progress=progress,
+                                         **settings)
+    out["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    return out
 
 
 def publish(run_dir, results_root="results"):

@@ -2,8 +2,9 @@
 
 For one sample (x, y), with the model in eval mode and pixels in [0, 1],
 ``f(x)`` is the per-sample cross-entropy at the true label,
-``f(x) = -log softmax(model(x))_y`` (``output="loss"``), or the true-class logit
-``f(x) = model(x)_y`` (``output="logit"``). The metrics are
+``f(x) = -log softmax(model(x))_y`` (``output="loss"``), the true-class logit
+``f(x) = model(x)_y`` (``output="logit"``), or the margin ``f(x) = z_y - max_{j != y} z_j``
+with z = model(x) (``output="margin"``). The metrics are
 
 * ``input_gradient_norm``:  ||grad_x f(x)||_2                         -> Tensor[B]
 * ``input_hessian_norm``:   ||hess_x f(x)||_2 = max_i |lambda_i(H)|    -> HessianNorm

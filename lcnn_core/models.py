@@ -6,7 +6,10 @@ Variants:
 * ``"lcnn"``     -- spectrally normalised convs (true operator norm), clipped
   batch norm (learnable gamma), centered softplus (learnable beta);
 * ``"softplus"`` -- as standard with softplus beta=10 (the paper's
-  "Softplus + Wt. Decay" row).
+  "Softplus + Wt. Decay" row);
+* ``"centered_softplus"``, ``"sn_conv"``, ``"clipped_bn"`` -- standard with ONE LCNN
+  component swapped in (centered softplus with learnable beta; spectrally normalised
+  convs; clipped batch norm), to ask which component lowers the curvature.
 
 The final linear layer is spectrally normalised in every variant. Models are
 ``nn.Sequential`` all the way down (a residual block is a ``Residual`` of two
@@ -18,9 +21,18 @@ from torch import nn
 from .layers import (CenteredSoftplus, ClippedBatchNorm2d, Conv2d, GlobalAvgPool, SNConv2d,
                      SNLinear, Softplus)
 
-VARIANTS = ("standard", "lcnn", "softplus")
 STANDARD_BETA = 1000.0
 SOFTPLUS_BETA = 10.0
+# variant -> (spectrally normalised convs, clipped batch norm, activation: "centered" or a fixed beta)
+COMPONENTS = {
+    "standard":          (False, False, STANDARD_BETA),
+    "lcnn":              (True,  True,  "centered"),
+    "softplus":          (False, False, SOFTPLUS_BETA),
+    "centered_softplus": (False, False, "centered"),
+    "sn_conv":           (True,  False, STANDARD_BETA),
+    "clipped_bn":        (False, True,  STANDARD_BETA),
+}
+VARIANTS = tuple(COMPONENTS)
 
 
 class Parts:
@@ -30,18 +42,19 @@ class Parts:
         if variant not in VARIANTS:
             raise ValueError(f"unknown model variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         self.variant = variant
+        self.sn_conv, self.clipped_bn, self.activation = COMPONENTS[variant]
 
     def conv(self, cin, cout, k, input_size, stride=1):
-        cls = SNConv2d if self.variant == "lcnn" else Conv2d
+        cls = SNConv2d if self.sn_conv else Conv2d
         return cls(cin, cout, k, input_size=input_size, stride=stride, padding=k // 2)
 
     def norm(self, c):
-        return ClippedBatchNorm2d(c) if self.variant == "lcnn" else nn.BatchNorm2d(c)
+        return ClippedBatchNorm2d(c) if self.clipped_bn else nn.BatchNorm2d(c)
 
     def act(self):
-        if self.variant == "lcnn":
+        if self.activation == "centered":
             return CenteredSoftplus()
-        return Softplus(beta=STANDARD_BETA if self.variant == "standard" else SOFTPLUS_BETA)
+        return Softplus(beta=self.activation)
 
 
 class Residual(nn.Module):

@@ -49,7 +49,7 @@ def run_row(d):
     hist = pd.read_csv(d / "history.csv")
     return dict(
         preset=d.parent.name, run=d.name, variant=cfg["variant"], label=VARIANT_LABELS[cfg["variant"]],
-        seed=cfg["seed"], lam=cfg["lam_beta"], epochs=cfg["epochs"], dataset=cfg["dataset"],
+        seed=cfg["seed"], lam=cfg["lam_beta"], lam_gamma=cfg["lam_gamma"], epochs=cfg["epochs"], dataset=cfg["dataset"],
         n_train=geo["scale"]["n_train"], width=cfg["width"], arch=cfg["arch"],
         accuracy=hist["test_acc"].iloc[-1], grad=geo["grad_norm_mean"],
         hess=geo["hess_norm_lanczos_mean"], hess_ref=geo["hess_norm_reference_mean"],
@@ -116,7 +116,7 @@ def pgd(preset, root=None):
 def history(preset, root=None):
     """Concatenated history.csv of a preset's runs with run / lambda / epochs columns."""
     return _per_run_csv(preset, root, "history.csv", lambda cfg, run: dict(
-        run=run, variant=cfg["variant"], lam=cfg["lam_beta"], budget=cfg["epochs"]))
+        run=run, variant=cfg["variant"], lam=cfg["lam_beta"], lam_gamma=cfg["lam_gamma"], budget=cfg["epochs"]))
 
 
 def scale_line(runs):

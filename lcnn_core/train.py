@@ -1,8 +1,8 @@
 """Training: the paper's seven variants with one loop (STUDY.md §3).
 
-SGD with momentum, weight decay (never on log beta / log gamma), multi-step
-learning rate; data on the device with batch-wise augmentation; AMP (bf16) and
-channels_last on CUDA. Every epoch writes an atomic checkpoint, so ``resume=True``
+SGD with momentum, weight decay (never on log beta / log gamma), a multi-step (or
+one-cycle) learning rate stepped per batch (``scheduler_for``); data on the device with
+batch-wise augmentation; AMP (bf16) and channels_last on CUDA. Every epoch writes an atomic checkpoint, so ``resume=True``
 continues a killed run to the same final weights. A run directory holds:
 
     config.yaml       the resolved configuration
@@ -89,8 +89,42 @@ def optimizer_for(model, cfg):
     return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
 
 
-def scheduler_for(opt, cfg):
-    milestones = sorted({max(1, round(f * cfg["epochs"])) for f in cfg["milestones"]})
+SCHEDULE_FORMAT = "per-step"  # checkpoints of the older per-epoch scheduler cannot be resumed
+
+
+def milestone_steps(fractions, epochs, steps_per_epoch):
+    """Optimiser steps after which lr *= lr_decay, one per fraction f of the run, increasing.
+
+    Each f goes to the epoch boundary nearest f * epochs, as the per-epoch schedule did
+    (200 epochs: 150, 175; 10 epochs: 8, 9), when those boundaries are distinct and inside
+    the run (1 <= m < epochs). Otherwise (short runs: at 5 epochs both of 0.75, 0.875 round
+    to epoch 4) every f goes to the step nearest f * epochs * steps_per_epoch, so the run
+    keeps the schedule's shape at any length: never two drops at once, none lost at the end.
+    """
+    fr = sorted(float(f) for f in fractions)
+    by_epoch = [round(f * epochs) for f in fr]
+    if len(set(by_epoch)) == len(by_epoch) and all(1 <= m < epochs for m in by_epoch):
+        return [m * steps_per_epoch for m in by_epoch]
+    total, steps = epochs * steps_per_epoch, []
+    for f in fr:
+        m = max(1, round(f * total))
+        steps.append(max(m, steps[-1] + 1) if steps else m)
+    return steps
+
+
+def scheduler_for(opt, cfg, steps_per_epoch):
+    """The learning-rate schedule, stepped once per optimiser step (every batch).
+
+    lr_schedule="multistep": lr * lr_decay^k after the k-th of ``milestone_steps``.
+    lr_schedule="onecycle": torch's OneCycleLR over all steps, peak lr at
+    onecycle_warmup of the run (linear-cosine: start lr / 25, end lr / 2.5e5, torch's
+    defaults), momentum held at cfg["momentum"] (no momentum cycling).
+    """
+    if cfg["lr_schedule"] == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg["lr"], total_steps=cfg["epochs"] * steps_per_epoch,
+            pct_start=cfg["onecycle_warmup"], cycle_momentum=False)
+    milestones = milestone_steps(cfg["milestones"], cfg["epochs"], steps_per_epoch)
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_decay"])
 
 
@@ -224,6 +258,9 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         diff = _differences(ckpt["config"], cfg)
         if diff:
             raise CheckpointError(f"cannot resume {run_dir}: config differs in {', '.join(diff)}")
+        if ckpt.get("lr_schedule") != SCHEDULE_FORMAT:
+            raise CheckpointError(f"cannot resume {run_dir}: its checkpoint has the older per-epoch "
+                                  "learning-rate schedule; delete the folder to restart the run")
     device = ddp.start(pick_device(cfg))  # under torchrun: cuda:LOCAL_RANK, process group open
     data = load_data(cfg).to(device)  # before any file is written: missing data leaves nothing
     torch.manual_seed(cfg["seed"])
@@ -232,8 +269,12 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, amp = optimizer_for(model, cfg), amp_dtype(cfg, device)
-    sched = scheduler_for(opt, cfg)
     gen = torch.Generator(device=device).manual_seed(cfg["seed"])
+    loader = Loader(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
+                    flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen,
+                    shard=ddp.shard)
+    # built before the optimiser state is loaded: OneCycleLR writes its step-0 lr when built
+    sched = scheduler_for(opt, cfg, len(loader))
     history, start_epoch, wall_before = [], 0, 0.0
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -243,9 +284,6 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         torch.set_rng_state(ckpt["torch_rng"])
         history, start_epoch, wall_before = ckpt["history"], ckpt["epoch"], ckpt["wall_time"]
         log(f"{run_dir}: resuming after epoch {start_epoch}")
-    loader = Loader(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
-                    flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen,
-                    shard=ddp.shard)
     # DDP with global batch norm under torchrun; otherwise the model, compiled where it pays off
     net = ddp.wrap(model, device) if ddp.enabled else compiled(model, cfg, device)
     if ddp.is_main:
@@ -274,6 +312,7 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -282,7 +321,6 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         if int(first_bad) >= 0:
             raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1}; "
                                 f"stopped, last good checkpoint kept in {run_dir} (epoch {epoch})")
-        sched.step()
         train_time = time.perf_counter() - t0
         test_loss, test_acc = test_accuracy(model, data)
         proxy = paper_proxy(model)
@@ -303,7 +341,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
         save_torch(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(), history=history,
-                         epoch=epoch + 1, config=cfg, wall_time=wall, started=started), ckpt_path)
+                         epoch=epoch + 1, config=cfg, wall_time=wall, started=started,
+                         lr_schedule=SCHEDULE_FORMAT), ckpt_path)
     wall = wall_before + time.perf_counter() - t_start
     if not ddp.is_main:
         return run_dir

@@ -1,10 +1,44 @@
 #!/usr/bin/env bash
-# Every CPU result in the book: each preset's runs (its grid) and each study, from its preset.
-# Finished runs are skipped; `train` publishes into results/, so `git diff results/` shows what changed.
+# Every CPU result in the book, regenerated with the current code (issue 18), highest priority
+# first: each preset's runs (its grid) and each study, from its preset. Finished runs are skipped,
+# so the script can be killed and rerun; `train` publishes into results/, so `git diff results/`
+# shows what changed. Run it from a clean tree (git_dirty: false) and commit results/ as runs finish.
+# The strong attack (APGD-CE + APGD-T) runs on the CIFAR headline models (all seeds), CURE and
+# adversarial training, and on every MNIST model; the other CIFAR variants get PGD only.
 set -euo pipefail
-python -m lcnn_core train --preset cpu-default --quiet --resume
-python -m lcnn_core train --preset ablation-mnist --quiet --resume
-python -m lcnn_core train --preset cifar10-jpeg-cpu --quiet --resume
+export PYTHONUNBUFFERED=1
+T="python -m lcnn_core train --quiet --resume"
+NO_APGD=(--set eval_apgd_samples=null)
+
+# 1. the CPU CIFAR preset: four headline variants x 3 seeds, with APGD; the more-effort check
+#    (2x steps and restarts at the middle eps) on seed 0 of Standard and LCNN
+for v in standard lcnn; do
+  $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed 0 --set eval_attack_check=true
+done
+for seed in 0 1 2; do
+  for v in standard lcnn gradreg lcnn_gradreg; do
+    $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed"
+  done
+done
+# 2. what lowers curvature: LCNN at lambda 0, each component alone, Softplus + Wt. Decay, 3 seeds
+for seed in 0 1 2; do
+  for v in lcnn_nopen csoftplus snconv clipbn softplus_wd; do
+    $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed" "${NO_APGD[@]}"
+  done
+done
+# 3. the team-drop ablation at the CPU CIFAR scale (16 runs: 4 lambda pairs x 2 budgets x 2 seeds)
+$T --preset cifar10-jpeg-cpu16-ablation
+# 4. MNIST: the README preset (its grid: 11 runs) with APGD at eps 1, 2, 3; the MNIST ablation
+$T --preset cpu-default --set eval_apgd_samples=200 --set "eval_apgd_eps=[1.0, 2.0, 3.0]"
+$T --preset ablation-mnist
+# 5. CURE and adversarial training on CIFAR, one seed (CURE: the gradient-masking flag)
+for v in cure adv; do
+  $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed 0
+done
+# 6. the old small CIFAR preset, kept as a smaller rerun; the studies
+$T --preset cifar10-jpeg-cpu
 python -m lcnn_core linear-baseline
 python -m lcnn_core tightness
 python -m lcnn_core yao
+# 7. the CI rerun check's reference files (one thread, as tests/test_rerun.py runs them)
+OMP_NUM_THREADS=1 $T --preset smoke --out /tmp/smoke-runs

@@ -53,6 +53,9 @@ def _f(model, x, y, output):
     logits = model(x.unsqueeze(0))
     if output == "loss":
         return F.cross_entropy(logits, y.view(1))
+    if output == "margin":  # written independently of metrics.per_sample_output
+        others = torch.cat([logits[0, :y], logits[0, y + 1:]])
+        return logits[0, y] - others.max()
     return logits[0, y]
 
 
@@ -97,6 +100,27 @@ def test_lanczos_on_true_class_logit_matches_dense_eigvalsh():
     exact = dense_hessian_norms(model, x, y, output="logit")
     est = input_hessian_norm(model, x, y, output="logit")
     assert ((est.norm / exact - 1).abs() <= 0.01).all()
+
+
+def test_lanczos_on_the_margin_matches_dense_eigvalsh_and_its_gradient_finite_differences():
+    model = _small_cnn("softplus")
+    x, y = _batch(4)
+    exact = dense_hessian_norms(model, x, y, output="margin")
+    est = input_hessian_norm(model, x, y, output="margin")
+    assert ((est.norm / exact - 1).abs() <= 0.01).all()
+    g = input_gradient_norm(model, x, y, output="margin")
+    for i in range(2):  # directional finite difference along a random unit vector
+        u = torch.randn_like(x[i])
+        u /= u.norm()
+        h = 1e-5
+        fd = (_f(model, x[i] + h * u, y[i], "margin") - _f(model, x[i] - h * u, y[i], "margin")) / (2 * h)
+        xi = x[i].clone().requires_grad_(True)
+        (gi,) = torch.autograd.grad(_f(model, xi, y[i], "margin"), xi)
+        assert float(fd) == pytest.approx(float((gi * u).sum()), rel=1e-5, abs=1e-9)
+        assert float(gi.norm()) == pytest.approx(float(g[i]), rel=1e-9)
+    row = evaluate_geometry(model, [(x, y)], hessian_methods=("lanczos",), output="margin", progress=False)
+    assert row["output"] == "margin"
+    assert row["hess_norm_lanczos_mean"] == pytest.approx(float(est.norm.mean()), rel=1e-6)
 
 
 def test_batched_hessian_norm_equals_one_sample_runs_with_same_start_vectors():
@@ -244,7 +268,7 @@ def test_bad_inputs_raise_value_error():
         lambda: input_hessian_norm(model, x, torch.tensor([0, -1, 2, 3])),  # negative label
         lambda: input_gradient_norm(model, x[:0], y[:0]),                   # empty batch
         lambda: input_hessian_norm(model, x, y, method="eigen"),            # unknown method
-        lambda: input_hessian_norm(model, x, y, output="margin"),           # unknown output
+        lambda: input_hessian_norm(model, x, y, output="probability"),      # unknown output
         lambda: input_gradient_norm(model, (x * 255).to(torch.uint8), y),   # not float pixels
         lambda: evaluate_geometry(model, [(x, y)], hessian_methods=("lobpcg",), progress=False),
         lambda: evaluate_geometry(model, [], progress=False),               # no data

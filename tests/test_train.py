@@ -2,6 +2,7 @@
 non-zero exit, nothing partial written)."""
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 
 from lcnn_core import train as train_mod
 from lcnn_core.atomic import save_torch
@@ -18,9 +19,10 @@ def _weights(run_dir):
     return torch.load(run_dir / "model.pt", weights_only=False)["model"]
 
 
-@pytest.mark.parametrize("variant", ["lcnn", "lcnn_gradreg"])
-def test_resume_after_interruption_gives_identical_final_weights(tmp_path, monkeypatch, variant):
-    cfg = dict(TINY, variant=variant)
+@pytest.mark.parametrize("variant, schedule", [("lcnn", "multistep"), ("lcnn_gradreg", "multistep"),
+                                               ("standard", "onecycle")])
+def test_resume_after_interruption_gives_identical_final_weights(tmp_path, monkeypatch, variant, schedule):
+    cfg = dict(TINY, variant=variant, lr_schedule=schedule)  # 2 epochs x 3 steps: drops inside epoch 2
     full = train(cfg, out=tmp_path / "a", progress=False)
     calls = {"n": 0}
     real = train_mod.test_accuracy
@@ -145,3 +147,84 @@ def test_no_weight_decay_on_beta_and_gamma():
     assert all(names[id(p)].endswith(("log_beta", "log_gamma")) for p in no_decay["params"])
     assert len(no_decay["params"]) == 6  # 3 log beta + 3 log gamma
     assert opt.param_groups[0]["weight_decay"] == 5e-4 and opt.param_groups[0]["params"]
+
+
+# ---------------------------------------------------------------- learning-rate schedule
+def _lrs(cfg, steps_per_epoch):
+    """lr used by every optimiser step, and the lr logged after each epoch."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=cfg["lr"], momentum=0.9)
+    sched = train_mod.scheduler_for(opt, cfg, steps_per_epoch)
+    used, logged = [], []
+    for _ in range(cfg["epochs"]):
+        for _ in range(steps_per_epoch):
+            used.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        logged.append(opt.param_groups[0]["lr"])
+    return used, logged
+
+
+def _old_per_epoch_lrs(cfg):
+    """The schedule before issue 18: MultiStepLR over epochs, stepped once per epoch."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=cfg["lr"], momentum=0.9)
+    milestones = sorted({max(1, round(f * cfg["epochs"])) for f in cfg["milestones"]})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_decay"])
+    used = []
+    for _ in range(cfg["epochs"]):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return used
+
+
+@pytest.mark.parametrize("epochs, steps", [(10, 31), (20, 31), (200, 3), (50, 7), (10, 40)])
+def test_schedules_whose_epoch_milestones_are_distinct_are_unchanged_bit_for_bit(epochs, steps):
+    cfg = resolve(dict(epochs=epochs))
+    used, _ = _lrs(cfg, steps)
+    old = _old_per_epoch_lrs(cfg)
+    assert used == [lr for lr in old for _ in range(steps)]  # exact floats
+
+
+@settings(max_examples=60, deadline=None)
+@given(epochs=st.integers(1, 60), steps=st.integers(1, 80),
+       fractions=st.lists(st.floats(0.05, 0.95), min_size=1, max_size=3, unique=True))
+def test_multistep_keeps_its_shape_at_any_length(epochs, steps, fractions):
+    total = epochs * steps
+    cfg = resolve(dict(epochs=epochs, milestones=fractions, lr=0.1, lr_decay=0.1))
+    m = train_mod.milestone_steps(fractions, epochs, steps)
+    assert m == sorted(set(m)) and len(m) == len(fractions)           # never two drops at once
+    if total > 2 * len(fractions) / min(min(fractions), 1 - max(fractions)):   # room for every drop
+        assert all(1 <= s < total for s in m)                             # none lost at the end
+        used, _ = _lrs(cfg, steps)
+        drops = sum(b < a for a, b in zip(used, used[1:]))
+        assert drops == len(fractions)
+        assert used[-1] == pytest.approx(0.1 * 0.1 ** len(fractions))
+        for f, s in zip(sorted(fractions), m):                            # each near f of the run
+            assert abs(s - f * total) <= max(steps / 2, 1) + len(fractions)
+
+
+def test_five_epochs_now_have_both_drops_and_end_at_a_hundredth():
+    cfg = resolve(dict(epochs=5))
+    m = train_mod.milestone_steps(cfg["milestones"], 5, 31)
+    assert m == [round(0.75 * 155), round(0.875 * 155)] == [116, 136]
+    used, logged = _lrs(cfg, 31)
+    assert used[115] == 0.1 and used[116] == pytest.approx(0.01) and used[136] == pytest.approx(0.001)
+    assert logged[-1] == pytest.approx(0.001)
+    assert _old_per_epoch_lrs(cfg)[-1] == pytest.approx(0.01)  # the artefact this fixes
+
+
+def test_onecycle_rises_then_falls_and_old_checkpoints_are_refused(tmp_path):
+    cfg = resolve(dict(epochs=4, lr_schedule="onecycle", onecycle_warmup=0.25, lr=0.2))
+    used, _ = _lrs(cfg, 10)
+    peak = max(range(len(used)), key=used.__getitem__)
+    assert peak in (9, 10) and used[peak] == pytest.approx(0.2) and used[0] == pytest.approx(0.2 / 25)
+    assert used[-1] < 1e-4 and all(b <= a for a, b in zip(used[peak:], used[peak + 1:]))
+    with pytest.raises(ConfigError):
+        resolve(dict(lr_schedule="cosine"))
+    run = tmp_path / "custom" / "lcnn-s0"
+    run.mkdir(parents=True)
+    train_mod.atomic_save(dict(model={}, config=resolve(TINY), epoch=1), run / "checkpoint.pt")
+    with pytest.raises(train_mod.CheckpointError, match="per-epoch"):
+        train(TINY, out=tmp_path, resume=True, progress=False)
