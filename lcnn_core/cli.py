@@ -1,9 +1,11 @@
-"""Command line: ``python -m lcnn_core {train,sweep,evaluate,list-presets}``.
+"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,list-presets}``.
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
     torchrun --standalone --nproc_per_node=2 -m lcnn_core train --preset team-cifar10 --variant lcnn
     python -m lcnn_core sweep --preset h100-cifar10-jpeg --gpus 0,1   # one run per GPU at a time
+    python -m lcnn_core campaign --preset gpu-campaign --budget 480 --concurrent auto --pack $OUT
+    python -m lcnn_core campaign --unpack campaign-gpu-campaign.tar.gz
     python -m lcnn_core evaluate runs/cpu-default/lcnn-s0
     python -m lcnn_core list-presets
 
@@ -11,24 +13,39 @@ Bad input prints one line ``error: ...`` and exits with status 2.
 """
 import argparse
 import sys
+from pathlib import Path
 
 from . import distributed
 from .config import ConfigError, check_variant, load_preset, parse_set, preset_names, resolve
 from .data import DataError
+from .campaign import CampaignError
 from .sweep import SweepError, parse_devices, sweep
 from .train import CheckpointError, TrainingError, is_finished, run_dir_for, train
 
 
 def _runs(args):
-    """(preset, [config overrides per run]) selected by the arguments."""
+    """(preset, [(run folder name or None, config overrides) per run]) selected by the arguments.
+
+    A campaign preset (one with a ``runs:`` list) names its runs; ``--run NAME`` picks one."""
     preset = load_preset(args.preset)
     overrides = parse_set(args.set)
-    variants = [args.variant] if args.variant else preset.get("variants") or [preset["config"]["variant"]]
-    seeds = [args.seed] if args.seed is not None else preset.get("seeds") or [0]
-    for v in variants:
-        check_variant(v)
-    runs = [dict(overrides, variant=v, seed=s) for v in variants for s in seeds]
-    for run in runs:  # validate every run before training any
+    if getattr(args, "run", None):
+        named = {r["name"]: r for r in preset.get("runs", [])}
+        if args.run not in named:
+            raise ConfigError(f"preset {preset['name']} has no run {args.run!r}"
+                              + (f"; its runs: {', '.join(named)}" if named else " (it has no runs: list)"))
+        r = named[args.run]
+        runs = [(r["name"], dict(r["set"], **overrides, variant=r["variant"], seed=r["seed"]))]
+    elif "runs" in preset and not args.variant and args.seed is None:
+        runs = [(r["name"], dict(r["set"], **overrides, variant=r["variant"], seed=r["seed"]))
+                for r in preset["runs"]]
+    else:
+        variants = [args.variant] if args.variant else preset.get("variants") or [preset["config"]["variant"]]
+        seeds = [args.seed] if args.seed is not None else preset.get("seeds") or [0]
+        for v in variants:
+            check_variant(v)
+        runs = [(args.name, dict(overrides, variant=v, seed=s)) for v in variants for s in seeds]
+    for _, run in runs:  # validate every run before training any
         resolve(run, base=preset["config"])
     return preset, runs
 
@@ -37,12 +54,14 @@ def cmd_train(args):
     preset, runs = _runs(args)
     ddp = distributed.context()  # under torchrun: every rank trains each run, then rank 0 evaluates them
     trained = []
-    for run in runs:
+    for name, run in runs:
         cfg = resolve(run, base=preset["config"])
-        run_dir = run_dir_for(cfg, args.out, preset["name"], args.name)
+        run_dir = run_dir_for(cfg, args.out, preset["name"], name)
         if not is_finished(run_dir):
-            run_dir = train(cfg, out=args.out, preset=preset["name"], name=args.name, resume=args.resume,
-                            progress=not args.quiet)
+            run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
+                            progress=not args.quiet, stop_at=args.stop_at)
+        if not is_finished(run_dir):  # stopped at --stop-at: no evaluation, no further runs
+            break
         trained.append((run_dir, cfg))
         if not ddp.enabled:
             _evaluate(run_dir, cfg, args)
@@ -65,8 +84,51 @@ def _evaluate(run_dir, cfg, args):
 
 def cmd_sweep(args):
     preset, runs = _runs(args)
+    if any(name for name, _ in runs):
+        raise ConfigError(f"preset {preset['name']} names its runs; use: python -m lcnn_core campaign")
+    runs = [run for _, run in runs]
     sweep(preset, runs, parse_devices(args.gpus), out=args.out, results=args.results, sets=args.set or [],
           evaluate=not args.no_eval)
+
+
+def cmd_campaign(args):
+    import os
+    from . import campaign, hosted
+    if args.git_sha:
+        os.environ["LCNN_GIT_SHA"] = args.git_sha  # for a copy of the tree without .git
+    host = hosted.detect()
+    out = args.out or str(host.runs)
+    results = args.results or str(host.results)
+    if args.unpack:
+        name = campaign.unpack(args.unpack, results=results, logs_out=out)
+        print(f"unpacked {args.unpack} into {Path(results) / name}")
+        return
+    if args.budget is None:
+        raise ConfigError("campaign needs --budget SECONDS (or --unpack ARCHIVE)")
+    concurrent = args.concurrent
+    if concurrent != "auto" and not (concurrent.isdigit() and int(concurrent) > 0):
+        raise ConfigError(f"--concurrent wants a positive number or 'auto', got {concurrent!r}")
+    gpus = hosted.gpu_spec() if args.gpus == "auto" else args.gpus
+    print(f"host: {host.name} ({host.note or 'working folder ' + str(host.work)}); runs in {out}, "
+          f"results in {results}, devices {gpus}")
+    if host.name == "kaggle":
+        hosted.seed_from_inputs(host, load_preset(args.preset)["name"])
+    if args.probe:
+        from .sweep import parse_devices
+        preset = load_preset(args.preset)
+        runs = campaign.campaign_runs(preset, args.set or [])
+        run = next((r for r in runs if r.name == args.probe_run), None) if args.probe_run else runs[0]
+        if run is None:
+            raise ConfigError(f"preset {preset['name']} has no run {args.probe_run!r}")
+        n = args.max_concurrent if concurrent == "auto" else int(concurrent)
+        probe = campaign.run_probe(args.preset, run, parse_devices(gpus), n, window=args.probe_window,
+                                   sets=args.set or [])
+        campaign.write_json(probe, Path(results) / preset["name"] / "probe.json")
+        return
+    campaign.run_campaign(args.preset, args.budget, concurrent=concurrent, gpus=gpus, out=out,
+                          results=results, sets=args.set or [], pack=args.pack, plan_only=args.plan_only,
+                          torchrun=args.torchrun, max_concurrent=args.max_concurrent,
+                          probe_window=args.probe_window)
 
 
 def _auto_device():
@@ -96,6 +158,9 @@ def parser():
     t.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--name", help="run folder name (default: VARIANT-sSEED)")
+    t.add_argument("--run", help="one named run of a campaign preset (its variant, seed and settings)")
+    t.add_argument("--stop-at", type=float, metavar="UNIX_TIME",
+                   help="stop cleanly (checkpoint kept, no evaluation) before an epoch that would end after this time")
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")
     t.add_argument("--results", default="results", help="where the small result files are published")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
@@ -118,6 +183,24 @@ def parser():
     e.add_argument("--results", default="results")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    c = sub.add_parser("campaign", help="as many of a preset's runs as fit in a time budget, packed for the way back")
+    c.add_argument("--preset", default="gpu-campaign", help="a preset name or a .yaml file (default: gpu-campaign)")
+    c.add_argument("--budget", type=float, metavar="SECONDS", help="wall time of the whole call, packing included")
+    c.add_argument("--concurrent", default="1", help="processes sharing each GPU, or 'auto': probe 1..--max-concurrent first")
+    c.add_argument("--max-concurrent", type=int, default=4)
+    c.add_argument("--gpus", default="auto", help="GPU ids (0,1), 'cpu', 'cpu:N' or auto (every visible GPU, else cpu)")
+    c.add_argument("--torchrun", action="store_true", help="each run data-parallel over all --gpus (torchrun)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key of every run")
+    c.add_argument("--out", help="run folders with checkpoints (default: runs, or the Kaggle/Colab working folder)")
+    c.add_argument("--results", help="published results (default: results, or the Kaggle/Colab working folder)")
+    c.add_argument("--pack", metavar="DIR", help="pack this call's small files into DIR/campaign-PRESET.tar.gz (+ .md5)")
+    c.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    c.add_argument("--probe", action="store_true", help="measure images/s for 1..N processes sharing the GPU, then stop")
+    c.add_argument("--probe-run", help="the run whose model the probe trains (default: the preset's first)")
+    c.add_argument("--probe-window", type=float, default=5.0, metavar="SECONDS")
+    c.add_argument("--unpack", metavar="ARCHIVE", help="check, extract and merge a packed archive into --results")
+    c.add_argument("--git-sha", help="the code's git sha, for provenance where .git did not travel")
+    c.set_defaults(func=cmd_campaign)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)
     return ap
@@ -127,7 +210,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, TrainingError, SweepError) as e:
+    except (ConfigError, DataError, CheckpointError, TrainingError, SweepError, CampaignError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,7 @@ wrong types are refused with a one-line message naming the closest key.
 import copy
 import difflib
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -82,19 +83,61 @@ def preset_names():
 
 
 def load_preset(name):
-    """The preset dict: description, variants, seeds, config (validated overrides)."""
-    names = preset_names()
-    if name not in names:
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
-    preset = yaml.safe_load(resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text())
-    unknown = set(preset) - {"description", "variants", "seeds", "config"}
+    """The preset dict: description, variants, seeds, config (validated overrides), and for a
+    campaign preset (lcnn_core.campaign) its ``runs`` list and ``timings``.
+
+    ``name`` is a packaged preset's name or the path of a .yaml file (its stem names the preset).
+    """
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")) and path.is_file():
+        text, name = path.read_text(), path.stem
+    else:
+        names = preset_names()
+        if name not in names:
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
+        text = resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text()
+    try:
+        preset = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"preset {name}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(preset, dict):
+        raise ConfigError(f"preset {name}: expected a mapping of sections")
+    unknown = set(preset) - {"description", "variants", "seeds", "config", "runs", "timings"}
     if unknown:
         raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
     preset["name"] = name
+    preset.setdefault("description", "")
     preset["config"] = resolve(preset.get("config") or {})
+    if "runs" in preset:
+        preset["runs"] = _check_runs(name, preset["runs"], preset["config"])
+        preset.setdefault("variants", list(dict.fromkeys(r["variant"] for r in preset["runs"])))
+        preset.setdefault("seeds", sorted({r["seed"] for r in preset["runs"]}))
     for v in preset.get("variants", []):
         check_variant(v)
     return preset
+
+
+def _check_runs(preset_name, runs, base):
+    """A campaign's run list: each {name, variant, seed, priority?, set?}, names unique, every
+    run's configuration valid. Returns the list with ``set`` defaulted to {}."""
+    if not isinstance(runs, list) or not runs:
+        raise ConfigError(f"preset {preset_name}: runs must be a non-empty list")
+    seen = set()
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or not {"name", "variant", "seed"} <= set(run):
+            raise ConfigError(f"preset {preset_name}: run {i + 1} needs name, variant and seed")
+        extra = set(run) - {"name", "variant", "seed", "priority", "set"}
+        if extra:
+            raise ConfigError(f"preset {preset_name}: run {run['name']!r} has unknown field(s) {sorted(extra)}")
+        name = str(run["name"])
+        if name in seen or not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"preset {preset_name}: run name {name!r} is repeated or not a folder name")
+        seen.add(name)
+        run["set"] = dict(run.get("set") or {})
+        if {"variant", "seed"} & set(run["set"]):
+            raise ConfigError(f"preset {preset_name}: run {name!r} sets variant/seed inside set:")
+        resolve(dict(run["set"], variant=run["variant"], seed=run["seed"]), base=base)
+    return runs
 
 
 def check_variant(v):
