@@ -68,6 +68,7 @@ DEFAULT_TIMINGS = {
                         "cure": 70, "softplus_wd": 7, "adv": 28},
     "default_images": 50000,         # the training-set size the defaults are for
     "startup_s": 20,                 # Python, CUDA context, the decoded data onto the GPU
+    "epoch_overhead_s": 1.0,         # per epoch beyond history.csv's epoch_time: the test pass, the checkpoint
     "eval_s": 120,                   # one full-width model on 1,000 images, TF32 off (guess: 4 x the ~30 s
                                      # of the committed H100 runs on 500 images with TF32 on)
     "pack_s": 15,                    # writing campaign.json and the archive
@@ -76,8 +77,6 @@ DEFAULT_TIMINGS = {
 GPU_TIME = {"H100": 1.0, "H200": 1.0, "A100": 1.6, "L4": 5.0, "T4": 10.0, "P100": 10.0}
 DATASET_IMAGES = {"cifar10": 50000, "cifar10-jpeg": 50000, "cifar100": 50000, "mnist5k": 4000}
 ARCHIVE_LIMIT = 16 * 2**20
-PUBLISHED_FINISHED = ("config.yaml", "history.csv", "provenance.json", "geometry.json", "samples.csv",
-                      "robustness.csv", "pgd.json")
 
 
 class CampaignError(RuntimeError):
@@ -151,36 +150,42 @@ def _images(cfg):
     return cfg.get("n_train") or DATASET_IMAGES.get(cfg.get("dataset"), 1)
 
 
-def _concurrency_of(results, preset_name):
-    """{run name: processes sharing the GPU} from this preset's campaign.json."""
+def _calls_by_run(results, preset_name):
+    """{run name: (processes sharing the GPU, hardware)} from this preset's campaign.json."""
     out = {}
     for call in read_calls(Path(results) / preset_name / "campaign.json"):
         for r in call.get("runs", []):
-            out[r["name"]] = call.get("concurrent", 1)
+            out[r["name"]] = (call.get("concurrent", 1), call.get("hardware", ""))
     return out
 
 
 def measured_epochs(results, preset_name, timings):
     """Rows (variant, arch, width, batch_size, images, hardware, concurrency, epoch_s) of every
-    history.csv of a finished run in this preset's results and the ``timings.from`` folders."""
+    history.csv of a run in this preset's results (finished or unfinished/) and of the finished
+    runs in the ``timings.from`` folders."""
     rows = []
-    folders = [(preset_name, _concurrency_of(results, preset_name))]
-    folders += [(f, {}) for f in timings["from"] if f != preset_name]
-    for folder, concurrency in folders:
-        for hist in sorted((Path(results) / folder).glob("*/history.csv")):
-            d = hist.parent
-            try:
-                cfg = yaml.safe_load((d / "config.yaml").read_text())
-                prov = json.loads((d / "provenance.json").read_text())
-                epoch_s = pd.read_csv(hist)["epoch_time"].median()
-            except (OSError, ValueError, KeyError, yaml.YAMLError):
-                continue
-            if not math.isfinite(epoch_s):
-                continue
-            rows.append(dict(variant=cfg.get("variant"), arch=cfg.get("arch"), width=cfg.get("width"),
-                             batch_size=cfg.get("batch_size"), images=_images(cfg),
-                             hardware=prov.get("hardware", ""), epoch_s=float(epoch_s), folder=folder,
-                             concurrency=concurrency.get(d.name, timings["measured_concurrency"])))
+    calls = _calls_by_run(results, preset_name)
+    own = Path(results) / preset_name
+    sources = [(h, preset_name) for h in sorted(own.glob("*/history.csv")) + sorted(own.glob("unfinished/*/history.csv"))]
+    for folder in timings["from"]:
+        if folder != preset_name:
+            sources += [(h, folder) for h in sorted((Path(results) / folder).glob("*/history.csv"))]
+    for hist, folder in sources:
+        d = hist.parent
+        try:
+            cfg = yaml.safe_load((d / "config.yaml").read_text())
+            epoch_s = pd.read_csv(hist)["epoch_time"].median()
+        except (OSError, ValueError, KeyError, yaml.YAMLError):
+            continue
+        prov = read_json(d / "provenance.json") or {}
+        concurrency, hardware = calls.get(d.name, (timings["measured_concurrency"], "")) if folder == preset_name \
+            else (timings["measured_concurrency"], "")
+        if not isinstance(cfg, dict) or not math.isfinite(epoch_s):
+            continue
+        rows.append(dict(variant=cfg.get("variant"), arch=cfg.get("arch"), width=cfg.get("width"),
+                         batch_size=cfg.get("batch_size"), images=_images(cfg),
+                         hardware=prov.get("hardware", hardware), epoch_s=float(epoch_s), folder=folder,
+                         concurrency=concurrency))
     return rows
 
 
@@ -219,6 +224,7 @@ def estimate(run, rows, timings, n, hardware, probe):
         raise ConfigError(f"no timing for variant {cfg['variant']}: add it to the preset's timings.default_epoch_s")
     if here is None and hardware and not hardware.startswith("CPU"):
         source += f"; {hardware} not in GPU_TIME, taken as fast as the source"
+    epoch_s += timings["epoch_overhead_s"]
     train_s = timings["startup_s"] + run.remaining * epoch_s
     return dict(epoch_s=epoch_s, source=source, train_s=train_s, total_s=train_s + timings["eval_s"])
 
@@ -365,21 +371,42 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
                              title="plan before preparing the data")
     call = dict(call=_utc(t0), preset=preset["name"], budget_s=budget, hardware=hardware,
                 git_sha=_git_sha(), host=_host_name(), concurrent=n, gpus=gpus, torchrun=torchrun, runs=[])
-    if plan_only or not placed:
-        if not placed:
-            log("nothing fits in the budget; nothing started")
+    if plan_only:
         return call
-    prepare_data([r for r in todo if r.name in placed], log)
-    if concurrent == "auto":
-        first = next(r for r in todo if r.name in placed)
+    if concurrent == "auto" and todo:  # measure the sharing first: it decides N and the plan
+        first = next((r for r in todo if r.name in placed), todo[0])
         probe = run_probe(preset_arg, first, devices, max_concurrent, window=probe_window, sets=sets, log=log)
         write_json(probe, results_dir / "probe.json")
         n = call["concurrent"] = probe["best"]
-        call["probe"] = "probe.json"
-    todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
-                             title="plan")
-    queue = [r for r in todo if r.name in placed]
-    slots = _slots(devices, n, torchrun)
+        call["probe"] = dict(run=probe["run"], best=probe["best"], levels=probe["levels"])
+        todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
+                                 title="plan with the measured sharing")
+    records = []
+    if placed:
+        prepare_data([r for r in todo if r.name in placed], log)
+        todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
+                                 title="plan")
+        records = _run_queue(preset, preset_arg, [r for r in todo if r.name in placed], _slots(devices, n, torchrun),
+                             call, t0, deadline, out, results, sets, timings, len(devices) if torchrun else 0, log)
+    if not records:
+        log("nothing fits in the budget; nothing started")
+    logs = Path(out) / preset["name"] / "logs"
+    call["runs"] = records
+    call["wall_s"] = round(time.time() - t0, 1)
+    _write_call(results_dir, call)
+    if pack:
+        archive = pack_results(results, preset["name"], [r["name"] for r in records], Path(pack), logs)
+        log(f"packed {archive} ({archive.stat().st_size / 2**20:.2f} MiB)")
+    log(f"campaign call done in {call['wall_s']:.0f} s of {budget} s: "
+        f"{sum(r['status'] == 'finished' for r in records)} finished, "
+        f"{sum(r['status'] != 'finished' for r in records)} unfinished")
+    return call
+
+
+def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, results, sets, timings, torchrun_procs,
+               log):
+    """Start the queued runs on free slots while they still fit, stop what is left at ``deadline``;
+    returns the records of the runs started."""
     logs = Path(out) / preset["name"] / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running = {}  # slot -> (run, proc, log file, started)
@@ -406,7 +433,7 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
                 if call["git_sha"]:
                     env["LCNN_GIT_SHA"] = call["git_sha"]
                 cmd = train_command(preset_arg, run, "runs" in preset, out, results, deadline - eval_s, sets,
-                                    slot_kind, len(devices) if torchrun else 0)
+                                    slot_kind, torchrun_procs)
                 f = open(logs / f"{run.name}.log", "a")
                 f.write(f"\n# campaign {call['call']}: {' '.join(cmd)}\n")
                 f.flush()
@@ -426,7 +453,7 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
                 f.close()
                 del running[slot]
                 records.append(_record(run, code, started, t0, preset["name"], out, results, timings,
-                                       killed=time.time() >= deadline))
+                                       killed=time.time() >= deadline, call_host=call["hardware"]))
                 log(f"{run.name}: {records[-1]['status']} after {records[-1]['wall_s']:.0f} s "
                     f"({records[-1]['epochs_done']}/{run.cfg['epochs']} epochs)")
             time.sleep(0.5)
@@ -434,16 +461,7 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
         for run, proc, f, started in running.values():
             _stop(proc)
         raise
-    call["runs"] = records
-    call["wall_s"] = round(time.time() - t0, 1)
-    _write_call(results_dir, call)
-    if pack:
-        archive = pack_results(results, preset["name"], [r["name"] for r in records], Path(pack), logs)
-        log(f"packed {archive} ({archive.stat().st_size / 2**20:.2f} MiB)")
-    log(f"campaign call done in {call['wall_s']:.0f} s of {budget} s: "
-        f"{sum(r['status'] == 'finished' for r in records)} finished, "
-        f"{sum(r['status'] != 'finished' for r in records)} unfinished")
-    return call
+    return records
 
 
 def _slots(devices, n, torchrun):
@@ -453,7 +471,7 @@ def _slots(devices, n, torchrun):
     return [d for _ in range(n) for d in devices]
 
 
-def _record(run, code, started, t0, preset_name, out, results, timings, killed):
+def _record(run, code, started, t0, preset_name, out, results, timings, killed, call_host=""):
     """What became of one started run; an unfinished one is written to results/<preset>/unfinished/<run>/."""
     run_dir = Path(out) / preset_name / run.name
     done = epochs_done(run_dir)
@@ -461,6 +479,9 @@ def _record(run, code, started, t0, preset_name, out, results, timings, killed):
                epochs_done=done, started_s=round(started - t0, 1), ended_s=round(time.time() - t0, 1),
                wall_s=round(time.time() - started, 1), exit=code,
                estimated_s=round(run.estimate["total_s"], 1))
+    if done:
+        epoch_s = float(pd.read_csv(run_dir / "history.csv")["epoch_time"].median())
+        rec.update(epoch_s_median=round(epoch_s, 2), images_per_s=round(_images(run.cfg) / epoch_s, 1))
     if published(results, preset_name, run.name):
         rec["status"] = "finished"
         unfinished = Path(results) / preset_name / "unfinished" / run.name
@@ -470,10 +491,12 @@ def _record(run, code, started, t0, preset_name, out, results, timings, killed):
                      else f"failed (exit {code})")
     dest = Path(results) / preset_name / "unfinished" / run.name
     dest.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "history.csv").is_file():
-        shutil.copy2(run_dir / "history.csv", dest / "history.csv")
-    write_json(dict(rec, note="not a result: training did not finish; the checkpoint stayed on the machine "
-                              "that ran it"), dest / "progress.json")
+    for f in ("history.csv", "config.yaml"):
+        if (run_dir / f).is_file():
+            shutil.copy2(run_dir / f, dest / f)
+    write_json(dict(rec, note=f"not a result: training did not finish; its checkpoint is {run_dir / 'checkpoint.pt'} "
+                              f"on the machine that ran it ({call_host}), and only there can it resume"),
+               dest / "progress.json")
     return rec
 
 
@@ -534,7 +557,8 @@ def pack_results(results, preset_name, names, dest, logs=None):
     members = [root / "campaign.json"] + ([root / "probe.json"] if (root / "probe.json").is_file() else [])
     for name in names:
         if published(results, preset_name, name):
-            members += [root / name / f for f in PUBLISHED_FINISHED if (root / name / f).is_file()]
+            from .evaluate import PUBLISHED  # the small files publish() copies
+            members += [root / name / f for f in PUBLISHED if (root / name / f).is_file()]
         else:
             members += sorted((root / "unfinished" / name).glob("*"))
     dest.mkdir(parents=True, exist_ok=True)

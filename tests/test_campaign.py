@@ -20,7 +20,7 @@ TINY_CONFIG = dict(dataset="mnist5k", n_train=128, n_test=64, arch="small_cnn", 
                    eval_pgd_eps=[0.5])
 # The planner believes these per-epoch times; 'long' really takes far longer than its budget.
 TINY_TIMINGS = {"from": [], "default_epoch_s": {"standard": 0.2, "lcnn": 1e-4}, "default_images": 128,
-                "startup_s": 5, "eval_s": 8, "pack_s": 3}
+                "startup_s": 5, "eval_s": 8, "pack_s": 3, "epoch_overhead_s": 0}
 
 
 def _preset(tmp_path):
@@ -125,7 +125,7 @@ def test_estimates_use_measured_epochs_scaled_by_images_and_sharing(tmp_path):
     (d / "provenance.json").write_text(json.dumps(dict(hardware="NVIDIA H100 80GB HBM3")))
     (d / "history.csv").write_text("epoch,epoch_time\n1,20\n2,18\n3,19\n")
     preset = load_preset("gpu-campaign")
-    timings = dict(campaign.timings_for(preset), **{"from": ["src"]})
+    timings = dict(campaign.timings_for(preset), **{"from": ["src"], "epoch_overhead_s": 0})
     rows = campaign.measured_epochs(tmp_path / "results", "gpu-campaign", timings)
     run = next(r for r in campaign.campaign_runs(preset) if r.name == "lcnn-lam1e-2-s0")
     run.remaining = 50
