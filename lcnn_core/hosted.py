@@ -20,9 +20,10 @@ import shutil
 from pathlib import Path
 
 
-# Where the services put things (module constants, so a test can point them at a temporary folder).
-KAGGLE_WORKING = "/kaggle/working"
-KAGGLE_INPUT = "/kaggle/input"
+# Where the services put things. LCNN_KAGGLE_WORKING / LCNN_KAGGLE_INPUT move Kaggle's folders, which is how
+# the tests simulate a Kaggle session (in this process or in a notebook kernel) in a temporary folder.
+KAGGLE_WORKING = os.environ.get("LCNN_KAGGLE_WORKING", "/kaggle/working")
+KAGGLE_INPUT = os.environ.get("LCNN_KAGGLE_INPUT", "/kaggle/input")
 COLAB_ROOT = "/content"
 COLAB_DRIVE = "/content/drive/MyDrive"
 

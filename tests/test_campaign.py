@@ -228,3 +228,24 @@ def test_bad_campaign_input_gives_one_line_error(tmp_path, monkeypatch, capsys, 
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_notebook_plans_a_campaign_in_a_simulated_kaggle_session(tmp_path, monkeypatch):
+    import papermill as pm
+    from pathlib import Path
+    working, inputs = tmp_path / "kaggle" / "working", tmp_path / "kaggle" / "input"
+    prev = inputs / "lcnn-train-v1" / "lcnn" / "runs" / "smoke" / "lcnn-s0"
+    prev.mkdir(parents=True)
+    (prev / "checkpoint.pt").write_bytes(b"ckpt")
+    (prev / "history.csv").write_text("epoch,epoch_time\n1,1\n")
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setenv("LCNN_KAGGLE_WORKING", str(working))
+    monkeypatch.setenv("LCNN_KAGGLE_INPUT", str(inputs))
+    out = tmp_path / "train.ipynb"
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    pm.execute_notebook(str(notebooks / "train.ipynb"), str(out), kernel_name="python3", progress_bar=False,
+                        cwd=str(tmp_path), parameters=dict(mode="campaign", preset="smoke", install=False,
+                                                           gpus="cpu", plan_only=True, budget_hours=0.01))
+    text = out.read_text()
+    assert "platform: kaggle" in text and "estimated GPU-hours" in text and "Traceback" not in text
+    assert (working / "lcnn" / "runs" / "smoke" / "lcnn-s0" / "checkpoint.pt").read_bytes() == b"ckpt"
