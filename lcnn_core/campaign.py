@@ -61,9 +61,11 @@ from .sweep import parse_devices
 DEFAULT_TIMINGS = {
     "from": ["h100-cifar10-jpeg"],   # result folders whose history.csv epoch_time is used
     "measured_concurrency": 3,       # the h100-cifar10-jpeg runs shared one H100 with 1-2 others
-    # Variants never timed on a GPU here (guesses, flagged in the plan): CURE = two input gradients
-    # with double backprop (about 2 x GradReg's 35 s); Softplus + WD = Standard's 7 s; adversarial
-    # training = 3 PGD steps + 1 step (about 4 x Standard). Full-width ResNet-18, 50,000 images, H100.
+    # Seconds per epoch when no history.csv matches, taken as measured like the "from" runs (an H100
+    # shared by measured_concurrency runs, full-width ResNet-18, default_images images). The first four
+    # are those runs' medians; the last three were never timed on a GPU here (guesses, flagged in the
+    # plan): CURE = two input gradients with double backprop (about 2 x GradReg); Softplus + WD =
+    # Standard; adversarial training = 3 PGD steps + 1 step (about 4 x Standard).
     "default_epoch_s": {"standard": 7, "lcnn": 18, "gradreg": 35, "lcnn_gradreg": 47,
                         "cure": 70, "softplus_wd": 7, "adv": 28},
     "default_images": 50000,         # the training-set size the defaults are for
@@ -218,7 +220,7 @@ def estimate(run, rows, timings, n, hardware, probe):
     elif cfg["variant"] in timings["default_epoch_s"]:
         gpu = here or 1.0
         epoch_s = (timings["default_epoch_s"][cfg["variant"]] * _images(cfg) / timings["default_images"] * gpu
-                   * sharing(n, 1, probe))
+                   * sharing(n, timings["measured_concurrency"], probe))
         source = "default (not measured)"
     else:
         raise ConfigError(f"no timing for variant {cfg['variant']}: add it to the preset's timings.default_epoch_s")
