@@ -20,7 +20,7 @@ from .config import ConfigError, check_variant, load_preset, parse_set, preset_n
 from .data import DataError
 from .campaign import CampaignError
 from .sweep import SweepError, parse_devices, sweep
-from .train import CheckpointError, TrainingError, is_finished, run_dir_for, train
+from .train import CheckpointError, DeadlineReached, TrainingError, is_finished, run_dir_for, train
 
 
 def _runs(args):
@@ -44,7 +44,7 @@ def _runs(args):
         seeds = [args.seed] if args.seed is not None else preset.get("seeds") or [0]
         for v in variants:
             check_variant(v)
-        runs = [(args.name, dict(overrides, variant=v, seed=s)) for v in variants for s in seeds]
+        runs = [(getattr(args, "name", None), dict(overrides, variant=v, seed=s)) for v in variants for s in seeds]
     for _, run in runs:  # validate every run before training any
         resolve(run, base=preset["config"])
     return preset, runs
@@ -58,10 +58,13 @@ def cmd_train(args):
         cfg = resolve(run, base=preset["config"])
         run_dir = run_dir_for(cfg, args.out, preset["name"], name)
         if not is_finished(run_dir):
-            run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
-                            progress=not args.quiet, stop_at=args.stop_at)
-        if not is_finished(run_dir):  # stopped at --stop-at: no evaluation, no further runs
-            break
+            try:
+                run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
+                                progress=not args.quiet, stop_at=args.stop_at)
+            except DeadlineReached as stopped:  # --stop-at: no evaluation, no further runs
+                if ddp.is_main:
+                    print(stopped)
+                break
         trained.append((run_dir, cfg))
         if not ddp.enabled:
             _evaluate(run_dir, cfg, args)

@@ -47,6 +47,11 @@ class CheckpointError(ValueError):
     """An unreadable checkpoint or one that belongs to another configuration."""
 
 
+class DeadlineReached(Exception):
+    """``train(stop_at=...)`` stopped between epochs: the run is unfinished, its checkpoint kept.
+    Raised on every rank at once (the decision is collective), so torchrun's processes agree."""
+
+
 # ------------------------------------------------------------------ set-up
 def pick_device(cfg):
     if cfg["device"] == "auto":
@@ -172,8 +177,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
     anything is written. Under torchrun every rank calls this; rank 0 alone writes and logs.
 
     ``stop_at`` (a ``time.time()`` value): before each epoch after the first of this call,
-    stop if the last epoch's duration would carry the next one past it. The run is then
-    left unfinished with its checkpoint (``is_finished`` is False), ready for ``resume``.
+    stop if the last epoch's duration would carry the next one past it, raising DeadlineReached;
+    the run is left unfinished with its checkpoint (``is_finished`` is False), ready for ``resume``.
     """
     ddp = distributed.context()
     if not ddp.is_main:
@@ -226,9 +231,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         if epoch > start_epoch:
             last_epoch_s = time.perf_counter() - t0
         if _past_deadline(stop_at, last_epoch_s, ddp, device):
-            log(f"{run_dir}: stopped before epoch {epoch + 1}/{cfg['epochs']} (deadline); "
-                "checkpoint kept, continue with --resume")
-            return run_dir
+            raise DeadlineReached(f"{run_dir}: stopped before epoch {epoch + 1}/{cfg['epochs']} (deadline); "
+                                  "checkpoint kept, continue with --resume")
         net.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)

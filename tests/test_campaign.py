@@ -160,8 +160,9 @@ def test_gpu_campaign_preset_holds_the_issue_order():
 def test_train_stop_at_leaves_a_resumable_run_with_the_same_final_weights(tmp_path):
     cfg = dict(TINY_CONFIG, variant="lcnn", epochs=2)
     full = train_mod.train(cfg, out=tmp_path / "a", progress=False)
-    stopped = train_mod.train(cfg, out=tmp_path / "b", progress=False, stop_at=time.time() - 1)
-    assert not train_mod.is_finished(stopped)
+    with pytest.raises(train_mod.DeadlineReached, match="before epoch 1/2"):
+        train_mod.train(cfg, out=tmp_path / "b", progress=False, stop_at=time.time() - 1)
+    assert not train_mod.is_finished(tmp_path / "b" / "custom" / "lcnn-s0")
     resumed = train_mod.train(cfg, out=tmp_path / "b", progress=False, resume=True)
     a = torch.load(full / "model.pt", weights_only=True)["model"]
     b = torch.load(resumed / "model.pt", weights_only=True)["model"]
