@@ -19,7 +19,7 @@ or an ordinary preset's variants x seeds. One call:
    (evaluation included) before ``budget - pack_s`` is not started, and a later, shorter one may be.
 2. **Prepares the data** once (extraction and decoding of the JPEG copy), then plans again with the
    time left, and prints both plans.
-3. **Runs** each run as ``python -m lcnn_core train --preset P --run NAME --resume --stop-at T``
+3. **Runs** each run as ``python -m lcnn_core train --preset P --run-name NAME --resume --stop-at T``
    (or ``torchrun`` over all GPUs with ``--torchrun``), N at a time, where T leaves the run's own
    evaluation time before ``budget - pack_s``: the run stops cleanly between epochs, checkpoint kept,
    and a run still going at ``budget - pack_s`` is terminated (its last checkpoint is intact). The
@@ -308,7 +308,7 @@ def train_command(preset_arg, run, has_runs, out, results, stop_at, sets, kind, 
     cmd = ["-m", "lcnn_core", "train", "--preset", preset_arg, "--out", str(out), "--results", str(results),
            "--resume", "--stop-at", f"{stop_at:.1f}"]
     if has_runs:
-        cmd += ["--run", run.name]
+        cmd += ["--run-name", run.name]
     else:
         cmd += ["--variant", run.variant, "--seed", str(run.cfg["seed"]), "--name", run.name]
     for item in sets:

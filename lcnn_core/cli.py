@@ -26,15 +26,15 @@ from .train import CheckpointError, DeadlineReached, TrainingError, is_finished,
 def _runs(args):
     """(preset, [(run folder name or None, config overrides) per run]) selected by the arguments.
 
-    A campaign preset (one with a ``runs:`` list) names its runs; ``--run NAME`` picks one."""
+    A campaign preset (one with a ``runs:`` list) names its runs; ``--run-name NAME`` picks one."""
     preset = load_preset(args.preset)
     overrides = parse_set(args.set)
-    if getattr(args, "run", None):
+    if getattr(args, "run_name", None):
         named = {r["name"]: r for r in preset.get("runs", [])}
-        if args.run not in named:
-            raise ConfigError(f"preset {preset['name']} has no run {args.run!r}"
+        if args.run_name not in named:
+            raise ConfigError(f"preset {preset['name']} has no run {args.run_name!r}"
                               + (f"; its runs: {', '.join(named)}" if named else " (it has no runs: list)"))
-        r = named[args.run]
+        r = named[args.run_name]
         runs = [(r["name"], dict(r["set"], **overrides, variant=r["variant"], seed=r["seed"]))]
     elif "runs" in preset and not args.variant and args.seed is None:
         runs = [(r["name"], dict(r["set"], **overrides, variant=r["variant"], seed=r["seed"]))
@@ -161,7 +161,8 @@ def parser():
     t.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     t.add_argument("--name", help="run folder name (default: VARIANT-sSEED)")
-    t.add_argument("--run", help="one named run of a campaign preset (its variant, seed and settings)")
+    # not --run: torchrun would take it for an abbreviation of its own --run-path
+    t.add_argument("--run-name", help="one named run of a campaign preset (its variant, seed and settings)")
     t.add_argument("--stop-at", type=float, metavar="UNIX_TIME",
                    help="stop cleanly (checkpoint kept, no evaluation) before an epoch that would end after this time")
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")

@@ -220,7 +220,7 @@ def test_colab_and_local_detection(tmp_path, monkeypatch):
     (["campaign", "--preset", "smoke"], "--budget"),
     (["campaign", "--preset", "smoke", "--budget", "10", "--concurrent", "two"], "--concurrent"),
     (["campaign", "--unpack", "missing.tar.gz"], "not found"),
-    (["train", "--preset", "gpu-campaign", "--run", "nope"], "no run 'nope'"),
+    (["train", "--preset", "gpu-campaign", "--run-name", "nope"], "no run 'nope'"),
     (["sweep", "--preset", "gpu-campaign"], "names its runs"),
 ])
 def test_bad_campaign_input_gives_one_line_error(tmp_path, monkeypatch, capsys, args, message):
@@ -250,3 +250,18 @@ def test_train_notebook_plans_a_campaign_in_a_simulated_kaggle_session(tmp_path,
     text = out.read_text()
     assert "platform: kaggle" in text and "estimated GPU-hours" in text and "Traceback" not in text
     assert (working / "lcnn" / "runs" / "smoke" / "lcnn-s0" / "checkpoint.pt").read_bytes() == b"ckpt"
+
+
+def test_torchrun_reads_the_campaign_train_command_as_its_script_and_arguments():
+    """torchrun's own parser must leave every train option to the script (it once took --run for
+    an abbreviation of its --run-path)."""
+    from torch.distributed.run import get_args_parser
+    run = campaign.campaign_runs(load_preset("gpu-campaign"))[1]
+    cmd = campaign.train_command("gpu-campaign", run, True, "runs", "results", 123.0, ["epochs=1"], "cuda",
+                                 torchrun_procs=2)
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    args = get_args_parser().parse_args(cmd[3:])
+    assert args.module and args.training_script == "lcnn_core" and args.nproc_per_node == "2"
+    assert args.training_script_args == ["train", "--preset", "gpu-campaign", "--out", "runs", "--results", "results",
+                                         "--resume", "--stop-at", "123.0", "--run-name", "lcnn-lam1e-2-s0",
+                                         "--set", "epochs=1"]

@@ -230,6 +230,19 @@ def test_cifar10_jpeg_extracts_archive_in_cifar_label_order(tmp_path, top):
     assert (tmp_path / "data" / "cifar10-jpeg.npz").is_file()
 
 
+def test_cifar10_jpeg_archive_beside_the_folder_is_found_without_being_named(tmp_path, monkeypatch):
+    """How a lent GPU machine gets the data: the archive carried as data/cifar10-jpeg.tar.gz."""
+    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
+    src = tmp_path / "src"
+    make_image_folder(src, data.CIFAR10_CLASSES, h=3, w=3, per_class=2)
+    (tmp_path / "data").mkdir()
+    with tarfile.open(tmp_path / "data" / "cifar10-jpeg.tar.gz", "w:gz") as tf:
+        for split in ("train", "test"):
+            tf.add(src / split, arcname=split)
+    d = load_dataset("cifar10-jpeg", root=tmp_path / "data")
+    assert d.y_train.tolist() == sorted(list(range(10)) * 2) and d.x_train.shape == (20, 3, 3, 3)
+
+
 def test_cifar10_jpeg_without_images_or_archive_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
     with pytest.raises(DataError, match=r"no images at .*cifar10-jpeg.*archive="):
