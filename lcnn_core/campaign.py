@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,7 @@ DEFAULT_TIMINGS = {
 GPU_TIME = {"H100": 1.0, "H200": 1.0, "A100": 1.6, "L4": 5.0, "T4": 10.0, "P100": 10.0}
 DATASET_IMAGES = {"cifar10": 50000, "cifar10-jpeg": 50000, "cifar100": 50000, "mnist5k": 4000}
 ARCHIVE_LIMIT = 16 * 2**20
+FALLBACK_CONCURRENT = 3  # when the probe fails: what the committed H100 runs shared
 
 
 class CampaignError(RuntimeError):
@@ -375,30 +377,40 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
                 git_sha=_git_sha(), host=_host_name(), concurrent=n, gpus=gpus, torchrun=torchrun, runs=[])
     if plan_only:
         return call
-    if concurrent == "auto" and todo:  # measure the sharing first: it decides N and the plan
-        first = next((r for r in todo if r.name in placed), todo[0])
-        probe = run_probe(preset_arg, first, devices, max_concurrent, window=probe_window, sets=sets, log=log)
-        write_json(probe, results_dir / "probe.json")
-        n = call["concurrent"] = probe["best"]
-        call["probe"] = dict(run=probe["run"], best=probe["best"], levels=probe["levels"])
-        todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
-                                 title="plan with the measured sharing")
     records = []
-    if placed:
-        prepare_data([r for r in todo if r.name in placed], log)
-        todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
-                                 title="plan")
-        records = _run_queue(preset, preset_arg, [r for r in todo if r.name in placed], _slots(devices, n, torchrun),
-                             call, t0, deadline, out, results, sets, timings, len(devices) if torchrun else 0, log)
-    if not records:
-        log("nothing fits in the budget; nothing started")
-    logs = Path(out) / preset["name"] / "logs"
-    call["runs"] = records
-    call["wall_s"] = round(time.time() - t0, 1)
-    _write_call(results_dir, call)
-    if pack:
-        archive = pack_results(results, preset["name"], [r["name"] for r in records], Path(pack), logs)
-        log(f"packed {archive} ({archive.stat().st_size / 2**20:.2f} MiB)")
+    try:  # whatever happens below, what was recorded is written and packed
+        if concurrent == "auto" and todo:  # measure the sharing first: it decides N and the plan
+            first = next((r for r in todo if r.name in placed), todo[0])
+            try:
+                probe = run_probe(preset_arg, first, devices, max_concurrent, window=probe_window, sets=sets,
+                                  log=log)
+            except Exception as e:  # a failed probe must not cost the call: plan without it
+                n = call["concurrent"] = min(FALLBACK_CONCURRENT, max_concurrent)
+                call["probe"] = f"failed: {type(e).__name__}: {e}"
+                log(f"probe failed ({type(e).__name__}: {e}); {n} at a time, unprobed")
+            else:
+                write_json(probe, results_dir / "probe.json")
+                n = call["concurrent"] = probe["best"]
+                call["probe"] = dict(run=probe["run"], best=probe["best"], levels=probe["levels"])
+            todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
+                                     title="plan with the measured sharing")
+        if placed:
+            prepare_data([r for r in todo if r.name in placed], log)
+            todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
+                                     title="plan")
+            _run_queue(preset, preset_arg, [r for r in todo if r.name in placed], _slots(devices, n, torchrun),
+                       call, t0, deadline, out, results, sets, timings, len(devices) if torchrun else 0, log,
+                       records)
+        if not records:
+            log("nothing fits in the budget; nothing started")
+    finally:
+        call["runs"] = records
+        call["wall_s"] = round(time.time() - t0, 1)
+        _write_call(results_dir, call)
+        if pack:
+            logs = Path(out) / preset["name"] / "logs"
+            archive = pack_results(results, preset["name"], [r["name"] for r in records], Path(pack), logs)
+            log(f"packed {archive} ({archive.stat().st_size / 2**20:.2f} MiB)")
     log(f"campaign call done in {call['wall_s']:.0f} s of {budget} s: "
         f"{sum(r['status'] == 'finished' for r in records)} finished, "
         f"{sum(r['status'] != 'finished' for r in records)} unfinished")
@@ -406,13 +418,13 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
 
 
 def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, results, sets, timings, torchrun_procs,
-               log):
+               log, records):
     """Start the queued runs on free slots while they still fit, stop what is left at ``deadline``;
-    returns the records of the runs started."""
+    appends the record of each run started to ``records``."""
     logs = Path(out) / preset["name"] / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     running = {}  # slot -> (run, proc, log file, started)
-    records = []
+    killed = set()
     eval_s = measured_eval_s(results, preset["name"], timings["eval_s"])
     try:
         while queue or running:
@@ -445,8 +457,10 @@ def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, result
                 running[slot] = (run, proc, f, now)
             if time.time() >= deadline:
                 for slot, (run, proc, f, started) in running.items():
-                    log(f"{run.name}: still running at the budget, stopped")
-                    _stop(proc)
+                    if proc.poll() is None:
+                        log(f"{run.name}: still running at the budget, stopped")
+                        killed.add(run.name)
+                        _stop(proc)
             for slot in list(running):
                 run, proc, f, started = running[slot]
                 code = proc.poll()
@@ -455,15 +469,16 @@ def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, result
                 f.close()
                 del running[slot]
                 records.append(_record(run, code, started, t0, preset["name"], out, results, timings,
-                                       killed=time.time() >= deadline, call_host=call["hardware"]))
+                                       killed=run.name in killed, call_host=call["hardware"]))
                 log(f"{run.name}: {records[-1]['status']} after {records[-1]['wall_s']:.0f} s "
                     f"({records[-1]['epochs_done']}/{run.cfg['epochs']} epochs)")
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    finally:  # an interrupt or an error here: stop the runs this call started and record them
         for run, proc, f, started in running.values():
             _stop(proc)
-        raise
-    return records
+            f.close()
+            records.append(_record(run, proc.returncode, started, t0, preset["name"], out, results, timings,
+                                   killed=True, call_host=call["hardware"]))
 
 
 def _slots(devices, n, torchrun):
@@ -658,6 +673,9 @@ def run_probe(preset_arg, run, devices, max_n, window=5.0, warmup=3, sets=(), lo
     procs = [subprocess.Popen([sys.executable, "-m", "lcnn_core.campaign", "probe-worker", json.dumps(spec)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
              for _ in range(max_n)]
+    limit = 120 + max_n * (window + 2.0)  # a hung worker must not hang the call: kill them all then
+    watchdog = threading.Timer(limit, lambda: [p.kill() for p in procs])
+    watchdog.start()
     try:
         for p in procs:
             line = p.stdout.readline()
@@ -670,10 +688,14 @@ def run_probe(preset_arg, run, devices, max_n, window=5.0, warmup=3, sets=(), lo
                        for k in range(i, max_n)]
             p.stdin.write(json.dumps(windows) + "\n")
             p.stdin.flush()
-        counts = [json.loads(p.stdout.readline()) for p in procs]
+        try:
+            counts = [json.loads(p.stdout.readline()) for p in procs]
+        except ValueError:
+            raise CampaignError(f"a probe worker died or took longer than {limit:.0f} s") from None
         for p in procs:
             p.wait(30)
     finally:
+        watchdog.cancel()
         for p in procs:
             if p.poll() is None:
                 p.kill()
