@@ -32,10 +32,12 @@ or an ordinary preset's variants x seeds. One call:
    with an md5 sidecar, at most 16 MiB (the limit on files coming back from a lent GPU machine);
    ``--unpack`` checks the md5, extracts with tar's "data" filter and merges into results/.
 
-Resuming: a run with a checkpoint in ``--out`` continues from it (on Kaggle/Colab, where the
-working folder persists). A lent GPU machine returns no checkpoints (a full-width ResNet-18 with its
-momentum is about 90 MB, over the 16 MiB per file), so there the next call restarts an unfinished
-run from epoch 0; that is why a run whose remaining epochs do not fit is not started at all.
+Resuming: a run with a checkpoint in ``--out`` continues from it. Where that folder outlives the
+call (Kaggle, Colab on Drive, a workstation: ``--resumable``) a run that cannot finish is started
+anyway when one epoch fits, trains to the end of the call and continues at the next. A lent GPU
+machine returns no checkpoints (a full-width ResNet-18 with its momentum is about 90 MB, over the
+16 MiB per file), so there the next call restarts an unfinished run from epoch 0; that is why,
+without ``--resumable``, a run whose remaining epochs do not fit is not started at all.
 """
 import dataclasses
 import hashlib
@@ -103,13 +105,15 @@ class Run:
 
 # ------------------------------------------------------------------ the runs and their state
 def campaign_runs(preset, sets=()):
-    """The preset's runs in priority order: its ``runs:`` list, else variants x seeds (priority 1)."""
+    """The preset's runs in priority order: its ``runs:`` list, else seeds x variants (priority: the seed's place)."""
     extra = parse_set(sets)
     if "runs" in preset:
         specs = [(r["name"], r.get("priority", 1), dict(r["set"], variant=r["variant"], seed=r["seed"]))
                  for r in preset["runs"]]
     else:
-        specs = [(None, 1, dict(variant=v, seed=s)) for v in preset["variants"] for s in preset["seeds"]]
+        # seed-major: a whole table of the first seed before any second seed
+        specs = [(None, i + 1, dict(variant=v, seed=s)) for i, s in enumerate(preset["seeds"])
+                 for v in preset["variants"]]
     runs = []
     for name, priority, overrides in specs:
         overrides = dict(overrides, **extra)
@@ -170,7 +174,8 @@ def measured_epochs(results, preset_name, timings):
     rows = []
     calls = _calls_by_run(results, preset_name)
     own = Path(results) / preset_name
-    sources = [(h, preset_name) for h in sorted(own.glob("*/history.csv")) + sorted(own.glob("unfinished/*/history.csv"))]
+    sources = [(h, preset_name) for pattern in ("*/history.csv", "unfinished/*/history.csv")
+               for h in sorted(own.glob(pattern))]
     for folder in timings["from"]:
         if folder != preset_name:
             sources += [(h, folder) for h in sorted((Path(results) / folder).glob("*/history.csv"))]
@@ -230,7 +235,8 @@ def estimate(run, rows, timings, n, hardware, probe):
         source += f"; {hardware} not in GPU_TIME, taken as fast as the source"
     epoch_s += timings["epoch_overhead_s"]
     train_s = timings["startup_s"] + run.remaining * epoch_s
-    return dict(epoch_s=epoch_s, source=source, train_s=train_s, total_s=train_s + timings["eval_s"])
+    return dict(epoch_s=epoch_s, source=source, train_s=train_s, total_s=train_s + timings["eval_s"],
+                startup_s=timings["startup_s"], eval_s=timings["eval_s"])
 
 
 def measured_eval_s(results, preset_name, default):
@@ -244,21 +250,27 @@ def measured_eval_s(results, preset_name, default):
 
 
 # ------------------------------------------------------------------ the plan
-def schedule(runs, slots, available_s):
+def schedule(runs, slots, available_s, resumable=False):
     """List schedule in priority order: each run goes to the slot that frees first if it ends (its
-    evaluation included) within ``available_s``; else it is left out. Returns {name: (slot, start, end)}."""
+    evaluation included) within ``available_s``; else it is left out, unless ``resumable`` (its
+    checkpoint outlives the call) and at least one epoch fits: then it trains to the end of the call
+    and goes on next time. Returns {name: (slot, start, end, partial)}."""
     free = [0.0] * slots
     placed = {}
     for run in runs:
         k = min(range(slots), key=free.__getitem__)
-        end = free[k] + run.estimate["total_s"]
+        e = run.estimate
+        end = free[k] + e["total_s"]
         if end <= available_s:
-            placed[run.name] = (k, free[k], end)
+            placed[run.name] = (k, free[k], end, False)
             free[k] = end
+        elif resumable and free[k] + e["startup_s"] + e["epoch_s"] + e["eval_s"] <= available_s:
+            placed[run.name] = (k, free[k], available_s, True)
+            free[k] = available_s
     return placed
 
 
-def plan_table(runs, done, placed, n):
+def plan_table(runs, done, placed, resumable=False):
     """The plan as a DataFrame, one row per run of the preset."""
     rows = []
     for run in runs:
@@ -271,15 +283,18 @@ def plan_table(runs, done, placed, n):
         rows.append(dict(priority=run.priority, run=run.name, epochs=run.cfg["epochs"], todo=run.remaining,
                          epoch_s=round(e["epoch_s"], 1), run_min=round(e["total_s"] / 60, 1),
                          gpu_h_alone=round(e["alone_s"] / 3600, 2),
-                         status=(f"slot {slot[0] + 1}: +{slot[1]:.0f}s to +{slot[2]:.0f}s" if slot
-                                 else "does not fit"),
+                         status=(("part: " if slot[3] else "") + f"slot {slot[0] + 1}: +{slot[1]:.0f}s to "
+                                 f"+{slot[2]:.0f}s" if slot else "a later call" if resumable else "does not fit"),
                          source=e["source"]))
     return pd.DataFrame(rows)
 
 
-def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, log=print, title="plan"):
-    """Estimates every unfinished run, schedules them on ``n`` slots within ``available_s`` and prints the
-    plan with the GPU-hours per run and for the whole table. Returns (todo runs, placed)."""
+def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, log=print, title="plan",
+              resumable=False, slots=None):
+    """Estimates every unfinished run with ``n`` processes per GPU, schedules them on ``slots`` (default n)
+    within ``available_s`` and prints the plan with the GPU-hours per run and for the whole table.
+    Returns (todo runs, placed)."""
+    slots = slots or n
     timings = timings_for(preset)
     timings["eval_s"] = measured_eval_s(results, preset["name"], timings["eval_s"])
     rows = measured_epochs(results, preset["name"], timings)
@@ -292,11 +307,11 @@ def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, 
         run.estimate = estimate(run, rows, timings, n, hardware, probe)
         run.estimate["alone_s"] = estimate(run, rows, timings, 1, hardware, probe)["total_s"]
         todo.append(run)
-    placed = schedule(todo, n, available_s)
-    table = plan_table(runs, done, placed, n)
+    placed = schedule(todo, slots, available_s, resumable)
+    table = plan_table(runs, done, placed, resumable)
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 60):
-        log(f"{title}: {preset['name']}, {len(runs)} runs ({len(done)} finished), {n} at a time on "
-            f"{hardware}, {available_s:.0f} s for training and evaluation")
+        log(f"{title}: {preset['name']}, {len(runs)} runs ({len(done)} finished), {slots} at a time "
+            f"({n} per GPU) on {hardware}, {available_s:.0f} s for training and evaluation")
         log(table.to_string(index=False))
     total_h = table["gpu_h_alone"].sum() if "gpu_h_alone" in table else 0.0
     fits = [r for r in todo if r.name in placed]
@@ -354,7 +369,7 @@ def device_name(kind):
 
 def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results="results", sets=(),
                  pack=None, plan_only=False, torchrun=False, max_concurrent=4, probe_window=5.0,
-                 log=print):
+                 resumable=False, hardware=None, log=print):
     """One campaign call (see the module docstring). Returns the call record written to campaign.json."""
     t0 = time.time()
     if budget <= 0:
@@ -364,17 +379,23 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
     timings = timings_for(preset)
     devices = parse_devices(gpus)
     kind = devices[0][1]
-    hardware = device_name(kind)
+    if hardware and not plan_only:
+        raise CampaignError("--hardware (plan as if on another GPU) goes with --plan-only")
+    hardware = hardware or device_name(kind)
     deadline = t0 + budget - timings["pack_s"]
     results_dir = Path(results) / preset["name"]
     probe = read_json(results_dir / "probe.json")
     n = max_concurrent if concurrent == "auto" else int(concurrent)
     if n < 1:
         raise CampaignError(f"--concurrent must be a positive number or 'auto', got {concurrent}")
+    def n_slots():
+        return len(_slots(devices, n, torchrun))
+
     todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
-                             title="plan before preparing the data")
+                             title="plan before preparing the data", resumable=resumable, slots=n_slots())
     call = dict(call=_utc(t0), preset=preset["name"], budget_s=budget, hardware=hardware,
-                git_sha=_git_sha(), host=_host_name(), concurrent=n, gpus=gpus, torchrun=torchrun, runs=[])
+                git_sha=_git_sha(), host=_host_name(), concurrent=n, gpus=gpus, torchrun=torchrun,
+                resumable=resumable, runs=[])
     if plan_only:
         return call
     records = []
@@ -393,14 +414,14 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
                 n = call["concurrent"] = probe["best"]
                 call["probe"] = dict(run=probe["run"], best=probe["best"], levels=probe["levels"])
             todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
-                                     title="plan with the measured sharing")
+                                     title="plan with the measured sharing", resumable=resumable, slots=n_slots())
         if placed:
             prepare_data([r for r in todo if r.name in placed], log)
             todo, placed = make_plan(preset, runs, results, out, n, deadline - time.time(), hardware, probe, log,
-                                     title="plan")
+                                     title="plan", resumable=resumable, slots=n_slots())
             _run_queue(preset, preset_arg, [r for r in todo if r.name in placed], _slots(devices, n, torchrun),
                        call, t0, deadline, out, results, sets, timings, len(devices) if torchrun else 0, log,
-                       records)
+                       records, resumable)
         if not records:
             log("nothing fits in the budget; nothing started")
     finally:
@@ -418,7 +439,7 @@ def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results
 
 
 def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, results, sets, timings, torchrun_procs,
-               log, records):
+               log, records, resumable=False):
     """Start the queued runs on free slots while they still fit, stop what is left at ``deadline``;
     appends the record of each run started to ``records``."""
     logs = Path(out) / preset["name"] / "logs"
@@ -432,7 +453,8 @@ def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, result
             for slot, (gpu, slot_kind) in enumerate(slots):
                 if slot in running or not queue:
                     continue
-                fits = [r for r in queue if now + r.estimate["total_s"] <= deadline]
+                fits = [r for r in queue if now + r.estimate["total_s"] <= deadline or resumable and
+                        now + r.estimate["startup_s"] + r.estimate["epoch_s"] + r.estimate["eval_s"] <= deadline]
                 for r in [r for r in queue if r not in fits]:
                     queue.remove(r)
                     log(f"{r.name}: no longer fits ({r.estimate['total_s']:.0f} s needed, "

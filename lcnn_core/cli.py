@@ -131,7 +131,9 @@ def cmd_campaign(args):
     campaign.run_campaign(args.preset, args.budget, concurrent=concurrent, gpus=gpus, out=out,
                           results=results, sets=args.set or [], pack=args.pack, plan_only=args.plan_only,
                           torchrun=args.torchrun, max_concurrent=args.max_concurrent,
-                          probe_window=args.probe_window)
+                          probe_window=args.probe_window,
+                          resumable=args.resumable or (host.name != "local" and host.persistent),
+                          hardware=args.hardware)
 
 
 def _auto_device():
@@ -199,6 +201,9 @@ def parser():
     c.add_argument("--results", help="published results (default: results, or the Kaggle/Colab working folder)")
     c.add_argument("--pack", metavar="DIR", help="pack this call's small files into DIR/campaign-PRESET.tar.gz (+ .md5)")
     c.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    c.add_argument("--hardware", metavar="GPU_NAME", help="with --plan-only: plan as if on this GPU (e.g. 'Tesla T4')")
+    c.add_argument("--resumable", action="store_true",
+                   help="--out outlives this call: start runs that cannot finish too (on by itself on Kaggle, Colab with Drive)")
     c.add_argument("--probe", action="store_true", help="measure images/s for 1..N processes sharing the GPU, then stop")
     c.add_argument("--probe-run", help="the run whose model the probe trains (default: the preset's first)")
     c.add_argument("--probe-window", type=float, default=5.0, metavar="SECONDS")

@@ -109,12 +109,17 @@ def test_unpack_refuses_links_and_paths_outside(tmp_path):
 def test_schedule_is_a_priority_list_schedule_that_leaves_out_what_does_not_fit():
     def run(name, total):
         r = campaign.Run(name, 1, {}, {})
-        r.estimate = dict(total_s=total)
+        r.estimate = dict(total_s=total, startup_s=2, epoch_s=3, eval_s=4)
         return r
     runs = [run("a", 50), run("b", 80), run("c", 60), run("d", 30), run("e", 10)]
     placed = campaign.schedule(runs, slots=2, available_s=100)
     # a on slot 1 (0-50), b on slot 2 (0-80), c would end at 110: out; d on slot 1 (50-80); e (80-90)
-    assert placed == {"a": (0, 0, 50), "b": (1, 0, 80), "d": (0, 50, 80), "e": (0, 80, 90)}
+    assert placed == {"a": (0, 0, 50, False), "b": (1, 0, 80, False), "d": (0, 50, 80, False),
+                      "e": (0, 80, 90, False)}
+    # resumable: c starts anyway and trains to the end on slot 1, d likewise on slot 2; e fits nowhere
+    placed = campaign.schedule(runs, slots=2, available_s=100, resumable=True)
+    assert placed == {"a": (0, 0, 50, False), "b": (1, 0, 80, False), "c": (0, 50, 100, True),
+                      "d": (1, 80, 100, True)}
 
 
 def test_estimates_use_measured_epochs_scaled_by_images_and_sharing(tmp_path):
