@@ -146,6 +146,21 @@ def timings_for(preset):
     return t
 
 
+def parse_timings(items):
+    """['eval_s=60', ...] -> {key: number} over DEFAULT_TIMINGS' numeric keys (what --timing may change)."""
+    out = {}
+    for item in items or []:
+        key, _, value = str(item).partition("=")
+        numeric = [k for k, v in DEFAULT_TIMINGS.items() if isinstance(v, (int, float))]
+        if key not in numeric:
+            raise ConfigError(f"--timing wants KEY=SECONDS with KEY one of {', '.join(numeric)}, got {item!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"--timing {key} wants a number, got {value!r}") from None
+    return out
+
+
 def gpu_time(hardware):
     """Relative time per epoch of the GPU named in ``hardware`` (GPU_TIME), None if unknown."""
     for key, value in GPU_TIME.items():
@@ -369,12 +384,13 @@ def device_name(kind):
 
 def run_campaign(preset_arg, budget, concurrent=1, gpus="0", out="runs", results="results", sets=(),
                  pack=None, plan_only=False, torchrun=False, max_concurrent=4, probe_window=5.0,
-                 resumable=False, hardware=None, log=print):
+                 resumable=False, hardware=None, timing=(), log=print):
     """One campaign call (see the module docstring). Returns the call record written to campaign.json."""
     t0 = time.time()
     if budget <= 0:
         raise CampaignError(f"--budget must be positive, got {budget}")
     preset = load_preset(preset_arg)
+    preset["timings"] = dict(preset.get("timings") or {}, **parse_timings(timing))
     runs = campaign_runs(preset, sets)
     timings = timings_for(preset)
     devices = parse_devices(gpus)

@@ -133,7 +133,7 @@ def cmd_campaign(args):
                           torchrun=args.torchrun, max_concurrent=args.max_concurrent,
                           probe_window=args.probe_window,
                           resumable=args.resumable or (host.name != "local" and host.persistent),
-                          hardware=args.hardware)
+                          hardware=args.hardware, timing=args.timing or [])
 
 
 def _auto_device():
@@ -202,6 +202,8 @@ def parser():
     c.add_argument("--pack", metavar="DIR", help="pack this call's small files into DIR/campaign-PRESET.tar.gz (+ .md5)")
     c.add_argument("--plan-only", action="store_true", help="print the plan and stop")
     c.add_argument("--hardware", metavar="GPU_NAME", help="with --plan-only: plan as if on this GPU (e.g. 'Tesla T4')")
+    c.add_argument("--timing", action="append", metavar="KEY=SECONDS",
+                   help="override a planning estimate, e.g. eval_s=60 or startup_s=10 (campaign.DEFAULT_TIMINGS)")
     c.add_argument("--resumable", action="store_true",
                    help="--out outlives this call: start runs that cannot finish too (on by itself on Kaggle, Colab with Drive)")
     c.add_argument("--probe", action="store_true", help="measure images/s for 1..N processes sharing the GPU, then stop")

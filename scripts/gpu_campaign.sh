@@ -17,7 +17,8 @@
 # which probes 1..4 processes sharing the GPU, plans, trains what fits, evaluates (TF32 off) and
 # packs $OUT/campaign-gpu-campaign.tar.gz (+ .md5); $OUT/campaign.log and $OUT/gpu.txt come back too.
 # Back here: python -m lcnn_core campaign --unpack <files_at>/campaign-gpu-campaign.tar.gz
-# CONCURRENT=3 (say) skips the probe; PRESET=... runs another campaign preset.
+# CONCURRENT=3 (say) skips the probe; PRESET=... runs another campaign preset; TIMING="eval_s=60"
+# overrides planning estimates (campaign.DEFAULT_TIMINGS), e.g. when the evaluation was timed since.
 set -uo pipefail
 here=.gpu/campaign
 case "${1:-}" in
@@ -54,7 +55,7 @@ run)
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
   python3 -m lcnn_core campaign --preset "${PRESET:-gpu-campaign}" --budget "$budget" \
     --concurrent "${CONCURRENT:-auto}" --max-concurrent 4 --gpus 0 --pack "$OUT" \
-    --git-sha "$(cat "$here/GIT_SHA")" 2>&1 | tee "$OUT/campaign.log"
+    --git-sha "$(cat "$here/GIT_SHA")" ${TIMING:+$(printf -- '--timing %s ' $TIMING)} 2>&1 | tee "$OUT/campaign.log"
   ;;
 *)
   echo "usage: $0 prepare | run [BUDGET_SECONDS]" >&2

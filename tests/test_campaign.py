@@ -225,6 +225,8 @@ def test_colab_and_local_detection(tmp_path, monkeypatch):
     (["campaign", "--preset", "smoke"], "--budget"),
     (["campaign", "--preset", "smoke", "--budget", "10", "--concurrent", "two"], "--concurrent"),
     (["campaign", "--unpack", "missing.tar.gz"], "not found"),
+    (["campaign", "--preset", "smoke", "--budget", "10", "--plan-only", "--timing", "eval=3"], "--timing"),
+    (["campaign", "--preset", "smoke", "--budget", "10", "--hardware", "Tesla T4"], "--plan-only"),
     (["train", "--preset", "gpu-campaign", "--run-name", "nope"], "no run 'nope'"),
     (["sweep", "--preset", "gpu-campaign"], "names its runs"),
 ])
