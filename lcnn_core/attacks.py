@@ -20,7 +20,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from .metrics import check_batch, check_labels, eval_mode, sample_batches
+from .checks import check_batch, check_labels, eval_mode, input_gradients, sample_batches
+from .linalg import random_unit_rows
 
 NORMS = ("linf", "l2")
 PGD_STEP_RULE = "2.5 * eps / steps"
@@ -38,13 +39,9 @@ def _l2(t):
 
 
 def _loss_and_grad(model, x, y):
-    """Per-sample CE losses (B) and their input gradients (B x ...), one backward."""
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
-        check_labels(y, logits)
-        losses = F.cross_entropy(logits, y, reduction="none")
-        (grad,) = torch.autograd.grad(losses.sum(), x)
+    """Per-sample CE losses (B) and their input gradients (B x ...), one backward
+    (checks.input_gradients)."""
+    grad, losses, _, _ = input_gradients(model, x, y)
     return losses.detach(), grad.detach()
 
 
@@ -123,9 +120,9 @@ def pgd_l2(model, x, y, eps, steps=20, step_size=None, random_start=True, seed=0
         if random_start:
             gen = torch.Generator().manual_seed(seed)
             n = x[0].numel()
-            d = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+            d = random_unit_rows(x.shape, gen)  # then a radius: uniform in the eps-ball
             r = eps * torch.rand(len(x), generator=gen, dtype=torch.float64) ** (1.0 / n)
-            d = _unit_l2(d) * _view(r, d)
+            d = d * _view(r, d)
             x_adv = project_l2(x + d.to(device=x.device, dtype=x.dtype), x, eps)
         for _ in range(steps):
             loss, g = _loss_and_grad(model, x_adv, y)

@@ -5,8 +5,8 @@
     python -m lcnn_core campaign --preset gpu-campaign --probe --concurrent 4        # images/s for 1..4 runs
     python -m lcnn_core campaign --unpack campaign-gpu-campaign.tar.gz              # into results/
 
-The runs are a campaign preset's ``runs:`` list (name, variant, seed, priority, ``set:``), in order,
-or an ordinary preset's variants x seeds. One call:
+The runs are the preset's (``campaign_runs``: its grid blocks in order, each with a ``priority:``, or
+seed-major variants x seeds), each named and configured as ``train --run NAME`` trains it. One call:
 
 1. **Plans.** Runs published in ``results/<preset>/<run>/`` (provenance.json and geometry.json) are
    skipped. Each other run costs ``startup_s + remaining epochs x epoch seconds x sharing + eval_s``:
@@ -57,7 +57,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .config import DATASET_CLASSES, ConfigError, load_preset, parse_set, resolve, run_name
+from .atomic import write_json
+from .config import DATASET_CLASSES, ConfigError, load_preset, parse_set, preset_runs, resolve
+from .data import md5_of
 from .sweep import parse_devices
 
 # Planning defaults; a preset's ``timings:`` section overrides any of them.
@@ -105,20 +107,26 @@ class Run:
 
 # ------------------------------------------------------------------ the runs and their state
 def campaign_runs(preset, sets=()):
-    """The preset's runs in priority order: its ``runs:`` list, else seeds x variants (priority: the seed's place)."""
+    """The preset's runs (config.preset_runs) in priority order: grid blocks in the order written, each
+    with its ``priority:`` (default: its place); without a grid, seed-major (all models of the first
+    seed, then of the next), the priority being the seed's place. ``sets`` (--set) apply to every run."""
     extra = parse_set(sets)
-    if "runs" in preset:
-        specs = [(r["name"], r.get("priority", 1), dict(r["set"], variant=r["variant"], seed=r["seed"]))
-                 for r in preset["runs"]]
+    if preset.get("grid"):
+        blocks = [(block.get("priority", i + 1), dict(preset, grid=[block])) for i, block in enumerate(preset["grid"])]
+        specs, seen = [], set()
+        for priority, sub in blocks:
+            for name, overrides in preset_runs(sub):
+                if name not in seen:
+                    seen.add(name)
+                    specs.append((name, priority, overrides))
     else:
-        # seed-major: a whole table of the first seed before any second seed
-        specs = [(None, i + 1, dict(variant=v, seed=s)) for i, s in enumerate(preset["seeds"])
-                 for v in preset["variants"]]
+        seeds = list(preset.get("seeds") or [0])
+        specs = sorted(((name, seeds.index(o["seed"]) + 1, o) for name, o in preset_runs(preset)),
+                       key=lambda spec: spec[1])
     runs = []
     for name, priority, overrides in specs:
-        overrides = dict(overrides, **extra)
-        cfg = resolve(overrides, base=preset["config"])
-        runs.append(Run(name or run_name(cfg), int(priority), overrides, cfg))
+        overrides = dict(extra, **overrides)  # as train does it: the grid wins over --set
+        runs.append(Run(name, int(priority), overrides, resolve(overrides, base=preset["config"])))
     return runs
 
 
@@ -336,13 +344,11 @@ def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, 
 
 
 # ------------------------------------------------------------------ running
-def train_command(preset_arg, run, has_runs, out, results, stop_at, sets, kind, torchrun_procs=0):
+def train_command(preset_arg, run, out, results, stop_at, sets, kind, torchrun_procs=0):
+    """The ``train`` command of one run; ``--run-name`` is ``--run`` spelled so that torchrun's own
+    parser does not take it for an abbreviation of its ``--run-path``."""
     cmd = ["-m", "lcnn_core", "train", "--preset", preset_arg, "--out", str(out), "--results", str(results),
-           "--resume", "--stop-at", f"{stop_at:.1f}"]
-    if has_runs:
-        cmd += ["--run-name", run.name]
-    else:
-        cmd += ["--variant", run.variant, "--seed", str(run.cfg["seed"]), "--name", run.name]
+           "--resume", "--stop-at", f"{stop_at:.1f}", "--run-name", run.name]
     for item in sets:
         cmd += ["--set", item]
     if kind == "cpu":
@@ -484,8 +490,7 @@ def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, result
                     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(slots))))
                 if call["git_sha"]:
                     env["LCNN_GIT_SHA"] = call["git_sha"]
-                cmd = train_command(preset_arg, run, "runs" in preset, out, results, deadline - eval_s, sets,
-                                    slot_kind, torchrun_procs)
+                cmd = train_command(preset_arg, run, out, results, deadline - eval_s, sets, slot_kind, torchrun_procs)
                 f = open(logs / f"{run.name}.log", "a")
                 f.write(f"\n# campaign {call['call']}: {' '.join(cmd)}\n")
                 f.flush()
@@ -563,14 +568,6 @@ def read_json(path):
         return None
 
 
-def write_json(obj, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
-
-
 def read_calls(path):
     data = read_json(path)
     return data.get("calls", []) if isinstance(data, dict) else []
@@ -597,14 +594,6 @@ def _host_name():
 
 
 # ------------------------------------------------------------------ packing
-def md5_file(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pack_results(results, preset_name, names, dest, logs=None):
     """Pack this call's small files into dest/campaign-<preset>.tar.gz (+ .md5): each run's published
     files or its unfinished record, campaign.json, probe.json, and the run logs under _logs/."""
@@ -630,7 +619,7 @@ def pack_results(results, preset_name, names, dest, logs=None):
         tmp.unlink()
         raise CampaignError(f"the archive would be over {ARCHIVE_LIMIT >> 20} MiB; nothing packed")
     os.replace(tmp, archive)
-    Path(str(archive) + ".md5").write_text(f"{md5_file(archive)}  {archive.name}\n")
+    Path(str(archive) + ".md5").write_text(f"{md5_of(archive)}  {archive.name}\n")
     return archive
 
 
@@ -645,8 +634,8 @@ def unpack(archive, results="results", logs_out="runs", log=print):
     if not side.is_file():
         raise CampaignError(f"{side} not found: the md5 sidecar travels with the archive")
     expected = side.read_text().split()[0] if side.read_text().split() else ""
-    if md5_file(archive) != expected:
-        raise CampaignError(f"{archive} has md5 {md5_file(archive)}, the sidecar says {expected!r}; "
+    if md5_of(archive) != expected:
+        raise CampaignError(f"{archive} has md5 {md5_of(archive)}, the sidecar says {expected!r}; "
                             "it was damaged on the way, nothing unpacked")
     with tempfile.TemporaryDirectory(dir=Path(results).parent if Path(results).parent.exists() else None) as tmp:
         try:
@@ -757,7 +746,7 @@ def _probe_worker(spec):
     import torch
     from .train import amp_dtype, model_for_shape, optimizer_for, training_loss
     preset = load_preset(spec["preset"])
-    cfg = resolve(dict(spec["overrides"], **parse_set(spec["sets"]), device=spec["device"]), base=preset["config"])
+    cfg = resolve(dict(spec["overrides"], device=spec["device"]), base=preset["config"])  # --set already in
     device = torch.device(spec["device"])
     shape = (1, 28, 28) if cfg["dataset"] == "mnist5k" else (3, 32, 32)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,list-presets}``.
+"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,yao,tightness,linear-baseline,list-presets}``.
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
@@ -7,6 +7,9 @@
     python -m lcnn_core campaign --preset gpu-campaign --budget 480 --concurrent auto --pack $OUT
     python -m lcnn_core campaign --unpack campaign-gpu-campaign.tar.gz
     python -m lcnn_core evaluate runs/cpu-default/lcnn-s0
+    python -m lcnn_core yao [--preset yao-tiny]          # the studies: each driven by its study preset
+    python -m lcnn_core tightness [--runs runs]
+    python -m lcnn_core linear-baseline
     python -m lcnn_core list-presets
 
 Bad input prints one line ``error: ...`` and exits with status 2.
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import distributed
-from .config import ConfigError, check_variant, load_preset, parse_set, preset_names, resolve
+from .config import ConfigError, check_variant, load_preset, load_study, parse_set, preset_names, preset_runs, resolve
 from .data import DataError
 from .campaign import CampaignError
 from .sweep import SweepError, parse_devices, sweep
@@ -24,30 +27,28 @@ from .train import CheckpointError, DeadlineReached, TrainingError, is_finished,
 
 
 def _runs(args):
-    """(preset, [(run folder name or None, config overrides) per run]) selected by the arguments.
-
-    A campaign preset (one with a ``runs:`` list) names its runs; ``--run-name NAME`` picks one."""
+    """(preset, [(run name, config overrides)]) selected by the arguments: the preset's runs
+    (config.preset_runs: variants x seeds, or its grid), filtered by --variant / --seed / --run,
+    with --set applied on top."""
     preset = load_preset(args.preset)
     overrides = parse_set(args.set)
-    if getattr(args, "run_name", None):
-        named = {r["name"]: r for r in preset.get("runs", [])}
-        if args.run_name not in named:
-            raise ConfigError(f"preset {preset['name']} has no run {args.run_name!r}"
-                              + (f"; its runs: {', '.join(named)}" if named else " (it has no runs: list)"))
-        r = named[args.run_name]
-        runs = [(r["name"], dict(r["set"], **overrides, variant=r["variant"], seed=r["seed"]))]
-    elif "runs" in preset and not args.variant and args.seed is None:
-        runs = [(r["name"], dict(r["set"], **overrides, variant=r["variant"], seed=r["seed"]))
-                for r in preset["runs"]]
-    else:
-        variants = [args.variant] if args.variant else preset.get("variants") or [preset["config"]["variant"]]
-        seeds = [args.seed] if args.seed is not None else preset.get("seeds") or [0]
-        for v in variants:
-            check_variant(v)
-        runs = [(getattr(args, "name", None), dict(overrides, variant=v, seed=s)) for v in variants for s in seeds]
-    for _, run in runs:  # validate every run before training any
+    if args.variant:
+        check_variant(args.variant)
+    runs = preset_runs(preset, variants=[args.variant] if args.variant else None,
+                       seeds=[args.seed] if args.seed is not None else None)
+    if args.run:
+        missing = sorted(set(args.run) - {n for n, _ in runs})
+        if missing:
+            raise ConfigError(f"preset {preset['name']} has no run named {', '.join(missing)}; "
+                              f"its runs: {', '.join(n for n, _ in runs)}")
+        runs = [(n, o) for n, o in runs if n in args.run]
+    if not runs:
+        raise ConfigError(f"preset {preset['name']} has no run with these --variant / --seed")
+    name = getattr(args, "name", None)
+    picked = [(name or n, dict(overrides, **o)) for n, o in runs]  # the grid wins over --set
+    for _, run in picked:  # validate every run before training any
         resolve(run, base=preset["config"])
-    return preset, runs
+    return preset, picked
 
 
 def cmd_train(args):
@@ -87,9 +88,6 @@ def _evaluate(run_dir, cfg, args):
 
 def cmd_sweep(args):
     preset, runs = _runs(args)
-    if any(name for name, _ in runs):
-        raise ConfigError(f"preset {preset['name']} names its runs; use: python -m lcnn_core campaign")
-    runs = [run for _, run in runs]
     sweep(preset, runs, parse_devices(args.gpus), out=args.out, results=args.results, sets=args.set or [],
           evaluate=not args.no_eval)
 
@@ -147,11 +145,43 @@ def cmd_evaluate(args):
     print(f"published {publish(args.run_dir, args.results)}")
 
 
+def _study(args, verb):
+    preset = load_study(args.preset, parse_set(args.set))
+    if preset["study"] != verb:
+        raise ConfigError(f"{args.preset} is a {preset['study']} preset: python -m lcnn_core {preset['study']} "
+                          f"--preset {args.preset}")
+    return preset["settings"]
+
+
+def cmd_yao(args):
+    from .studies import yao
+    yao.run(_study(args, "yao"), out=args.out, only=args.only, skip_lcnn=args.skip_lcnn)
+
+
+def cmd_tightness(args):
+    from .studies import tightness_audit
+    tightness_audit.run(_study(args, "tightness"), runs=args.runs, results=args.results, out=args.out,
+                        only=args.only, log=lambda m: print(m, flush=True))
+
+
+def cmd_linear_baseline(args):
+    from .studies import linear_baseline
+    linear_baseline.run(_study(args, "linear-baseline"), out=args.out)
+
+
 def cmd_list(args):
     for name in preset_names():
-        p = load_preset(name)
+        try:
+            p = load_preset(name)
+        except ConfigError:  # a study preset
+            p = load_study(name)
+            print(f"{name:18s} {' '.join(p['description'].split())}")
+            print(f"{'':18s} study: python -m lcnn_core {p['study']} --preset {name}")
+            continue
         print(f"{name:18s} {' '.join(p['description'].split())}")
-        print(f"{'':18s} variants: {', '.join(p['variants'])}; seeds: {p['seeds']}")
+        runs = preset_runs(p)
+        print(f"{'':18s} variants: {', '.join(p['variants'])}; seeds: {p['seeds']}; {len(runs)} runs"
+              + (f" ({', '.join(n for n, _ in runs)})" if p.get("grid") else ""))
 
 
 def parser():
@@ -162,9 +192,9 @@ def parser():
     t.add_argument("--variant", help="one training variant (default: all of the preset's)")
     t.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--name", help="run folder name (default: VARIANT-sSEED)")
-    # not --run: torchrun would take it for an abbreviation of its own --run-path
-    t.add_argument("--run-name", help="one named run of a campaign preset (its variant, seed and settings)")
+    # --run-name too: torchrun reads a bare --run anywhere on its command line as its own --run-path
+    t.add_argument("--run", "--run-name", action="append", metavar="NAME", help="one run of the preset by name (repeatable)")
+    t.add_argument("--name", help="run folder name (default: the preset's, VARIANT-sSEED without a grid)")
     t.add_argument("--stop-at", type=float, metavar="UNIX_TIME",
                    help="stop cleanly (checkpoint kept, no evaluation) before an epoch that would end after this time")
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")
@@ -178,6 +208,7 @@ def parser():
     s.add_argument("--gpus", default="0", help="GPU ids (0,1), 'cpu' or 'cpu:N' for N CPU workers (default: 0)")
     s.add_argument("--variant", help="one training variant (default: all of the preset's)")
     s.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
+    s.add_argument("--run", action="append", metavar="NAME", help="one run of the preset by name (repeatable)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     s.add_argument("--out", default="runs", help="where run folders (and logs/ with one log per run) go")
     s.add_argument("--results", default="results", help="where the small result files are published")
@@ -189,6 +220,27 @@ def parser():
     e.add_argument("--results", default="results")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
+    y = sub.add_parser("yao", help="Yao et al.'s batch-size study at CPU scale (results/yao/)")
+    y.add_argument("--preset", default="yao", help="a yao study preset (default: yao; yao-tiny: seconds)")
+    y.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    y.add_argument("--out", default="results/yao")
+    y.add_argument("--only", choices=["matched", "spread", "lcnn"],
+                   help="run one stage alone (appends its CSV to --out; spread retrains the batch-32 seed-0 M1)")
+    y.add_argument("--skip-lcnn", action="store_true")
+    y.set_defaults(func=cmd_yao)
+    ti = sub.add_parser("tightness", help="how loose the provable bounds are on trained runs (results/tightness/)")
+    ti.add_argument("--preset", default="tightness")
+    ti.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    ti.add_argument("--runs", default="runs", help="where the trained run folders (model.pt) are")
+    ti.add_argument("--results", default="results", help="where the runs' geometry.json are")
+    ti.add_argument("--out", default="results/tightness")
+    ti.add_argument("--only", default="", help="audit only runs whose <preset>/<run> contains this")
+    ti.set_defaults(func=cmd_tightness)
+    lb = sub.add_parser("linear-baseline", help="softmax regression on the pixels (results/linear-baseline/)")
+    lb.add_argument("--preset", default="linear-baseline")
+    lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    lb.add_argument("--out", default="results/linear-baseline")
+    lb.set_defaults(func=cmd_linear_baseline)
     c = sub.add_parser("campaign", help="as many of a preset's runs as fit in a time budget, packed for the way back")
     c.add_argument("--preset", default="gpu-campaign", help="a preset name or a .yaml file (default: gpu-campaign)")
     c.add_argument("--budget", type=float, metavar="SECONDS", help="wall time of the whole call, packing included")

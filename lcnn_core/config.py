@@ -62,6 +62,7 @@ DEFAULTS = {
     "device": "auto",            # auto | cpu | cuda
     "amp": "auto",               # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
     "channels_last": "auto",     # auto (on for CUDA) | on | off
+    "compile": "auto",           # torch.compile the model: auto (CUDA, first-order variants) | on | off
     # evaluation (python -m lcnn_core evaluate)
     "eval_samples": 256,         # test images for the geometry table and gradient robustness
     "eval_pgd_samples": 500,     # test images for PGD accuracy
@@ -82,62 +83,144 @@ def preset_names():
     return sorted(p.name[:-5] for p in resources.files("lcnn_core.presets").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_preset(name):
-    """The preset dict: description, variants, seeds, config (validated overrides), and for a
-    campaign preset (lcnn_core.campaign) its ``runs`` list and ``timings``.
+def _read_preset(name):
+    """A packaged preset by name, or a .yaml file by path (a campaign of one's own; the tests' tiny ones)."""
+    if str(name).endswith((".yaml", ".yml")) and Path(name).is_file():
+        try:
+            preset = yaml.safe_load(Path(name).read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"preset {name}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(preset, dict):
+            raise ConfigError(f"preset {name}: expected a mapping of sections")
+        return preset
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
+    return yaml.safe_load(resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text())
 
-    ``name`` is a packaged preset's name or the path of a .yaml file (its stem names the preset).
-    """
-    path = Path(name)
-    if name.endswith((".yaml", ".yml")) and path.is_file():
-        text, name = path.read_text(), path.stem
-    else:
-        names = preset_names()
-        if name not in names:
-            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
-        text = resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text()
-    try:
-        preset = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"preset {name}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(preset, dict):
-        raise ConfigError(f"preset {name}: expected a mapping of sections")
-    unknown = set(preset) - {"description", "variants", "seeds", "config", "runs", "timings"}
+
+def preset_name(name):
+    """The name results/ and runs/ use for a preset given by name or by path (the file's stem)."""
+    return Path(name).stem if str(name).endswith((".yaml", ".yml")) else name
+
+
+def load_preset(name):
+    """A training preset: description, variants, seeds, config (validated overrides) and an optional
+    grid (see ``preset_runs``). A study preset (``study:``) is refused here; see ``load_study``."""
+    preset = _read_preset(name)
+    if "study" in preset:
+        raise ConfigError(f"{name} is the preset of a study, not of training runs: "
+                          f"python -m lcnn_core {preset['study']} --preset {name}")
+    unknown = set(preset) - {"description", "variants", "seeds", "config", "grid", "timings"}
     if unknown:
         raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
-    preset["name"] = name
-    preset.setdefault("description", "")
+    preset["name"] = preset_name(name)
     preset["config"] = resolve(preset.get("config") or {})
-    if "runs" in preset:
-        preset["runs"] = _check_runs(name, preset["runs"], preset["config"])
-        preset.setdefault("variants", list(dict.fromkeys(r["variant"] for r in preset["runs"])))
-        preset.setdefault("seeds", sorted({r["seed"] for r in preset["runs"]}))
     for v in preset.get("variants", []):
         check_variant(v)
+    preset_runs(preset)  # a bad grid fails here, before any training
     return preset
 
 
-def _check_runs(preset_name, runs, base):
-    """A campaign's run list: each {name, variant, seed, priority?, set?}, names unique, every
-    run's configuration valid. Returns the list with ``set`` defaulted to {}."""
-    if not isinstance(runs, list) or not runs:
-        raise ConfigError(f"preset {preset_name}: runs must be a non-empty list")
-    seen = set()
-    for i, run in enumerate(runs):
-        if not isinstance(run, dict) or not {"name", "variant", "seed"} <= set(run):
-            raise ConfigError(f"preset {preset_name}: run {i + 1} needs name, variant and seed")
-        extra = set(run) - {"name", "variant", "seed", "priority", "set"}
-        if extra:
-            raise ConfigError(f"preset {preset_name}: run {run['name']!r} has unknown field(s) {sorted(extra)}")
-        name = str(run["name"])
-        if name in seen or not name or "/" in name or name.startswith("."):
-            raise ConfigError(f"preset {preset_name}: run name {name!r} is repeated or not a folder name")
-        seen.add(name)
-        run["set"] = dict(run.get("set") or {})
-        if {"variant", "seed"} & set(run["set"]):
-            raise ConfigError(f"preset {preset_name}: run {name!r} sets variant/seed inside set:")
-        resolve(dict(run["set"], variant=run["variant"], seed=run["seed"]), base=base)
+def preset_runs(preset, variants=None, seeds=None):
+    """Every run of a training preset as (name, overrides of its config), in training order;
+    ``variants`` / ``seeds`` (the CLI's --variant / --seed) replace the preset's lists.
+
+    Without ``grid:`` the runs are variants x seeds, named VARIANT-sSEED. A grid is a list of
+    blocks; each block takes the preset's variants x seeds (or its own ``variants:`` / ``seeds:``)
+    x the product of its ``axes`` (in the order written, the first varying slowest), and names each run
+    with ``name:``, a format string over ``variant``, ``seed`` and the axis names::
+
+        grid:
+          - name: "{variant}-lam{lam}-e{epochs}-s{seed}"
+            axes:
+              epochs: {keys: [epochs], values: [5, 20]}
+              lam: {keys: [lam_beta, lam_gamma], values: [0, 1e-3, 1e-2, 1e-1]}
+
+    An axis value sets every key in ``keys``; it enters the name as written in the YAML, so
+    ``1e-3`` (a string to YAML 1.1, a float once validated) names ``lam1e-3``.
+    """
+    chosen, chosen_seeds = variants, seeds
+    variants = variants or preset.get("variants") or [preset["config"]["variant"]]
+    seeds = seeds or preset.get("seeds") or [0]
+    grid = preset.get("grid") or [{}]
+    runs = []
+    for block in grid:
+        unknown = set(block) - {"name", "variants", "seeds", "axes", "priority"}  # priority: lcnn_core.campaign
+        if unknown:
+            raise ConfigError(f"preset {preset['name']}: unknown grid key(s) {sorted(unknown)}")
+        axes = block.get("axes") or {}
+        for axis, spec in axes.items():
+            if set(spec) != {"keys", "values"} or not spec["keys"] or not spec["values"]:
+                raise ConfigError(f"preset {preset['name']}: grid axis {axis!r} needs non-empty keys and values")
+        points = [{}]
+        for axis, spec in axes.items():
+            points = [dict(p, **{axis: v}) for p in points for v in spec["values"]]
+        block_variants = block.get("variants") or variants
+        if chosen and block.get("variants"):
+            block_variants = [v for v in block_variants if v in chosen]
+        for v in block_variants:
+            check_variant(v)
+            for seed in seeds if chosen_seeds else block.get("seeds") or seeds:
+                for point in points:
+                    overrides = dict(variant=v, seed=seed)
+                    for axis, value in point.items():
+                        overrides.update({k: value for k in axes[axis]["keys"]})
+                    template = block.get("name")
+                    try:
+                        name = template.format(variant=v, seed=seed, **point) if template else None
+                    except KeyError as e:
+                        raise ConfigError(f"preset {preset['name']}: grid name {template!r} uses unknown {e}")
+                    run = (name or run_name(dict(variant=v, seed=seed)), overrides)
+                    if run in runs:  # the same run reached through two blocks (--variant picks both)
+                        continue
+                    if run[0] in {n for n, _ in runs}:
+                        raise ConfigError(f"preset {preset['name']}: the grid names two different runs {run[0]}")
+                    runs.append(run)
+    for _, overrides in runs:
+        resolve(overrides, base=preset["config"])
     return runs
+
+
+def load_study(name, overrides=None):
+    """A study preset: ``study:`` (the CLI verb that runs it), description and ``settings``, the
+    full description of the study. ``extends: OTHER`` starts from OTHER's settings (a smaller
+    version of the same study); ``overrides`` (``--set``) come last. Keys that the base study
+    does not have are refused, so a typo cannot pass silently."""
+    preset = _read_preset(name)
+    if "study" not in preset:
+        raise ConfigError(f"{name} is a training preset: python -m lcnn_core train --preset {name}")
+    unknown = set(preset) - {"description", "study", "settings", "extends"}
+    if unknown:
+        raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
+    settings = dict(preset.get("settings") or {})
+    if "extends" in preset:
+        base = load_study(preset["extends"])
+        if base["study"] != preset["study"]:
+            raise ConfigError(f"preset {name} extends {preset['extends']}, a {base['study']} study")
+        settings = _update_known(base["settings"], settings, name)
+    settings = _update_known(settings, overrides or {}, name)
+    settings = {k: _expand(v) for k, v in settings.items()}
+    return dict(preset, name=name, settings=settings)
+
+
+def _update_known(base, new, name):
+    unknown = set(new) - set(base)
+    if unknown:
+        close = difflib.get_close_matches(sorted(unknown)[0], base, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"preset {name}: unknown setting(s) {sorted(unknown)}{hint}")
+    return dict(base, **new)
+
+
+def _expand(value):
+    """``{linspace: [start, stop, num]}`` -> numpy.linspace(...).tolist() (exact grids that YAML
+    cannot write plainly: -0.3999999999999999 ...); anything else unchanged."""
+    if isinstance(value, dict) and set(value) == {"linspace"}:
+        import numpy as np
+        start, stop, num = value["linspace"]
+        return np.linspace(float(start), float(stop), int(num)).tolist()
+    return value
 
 
 def check_variant(v):
@@ -197,9 +280,9 @@ def resolve(overrides, base=None):
     n = DATASET_CLASSES[cfg["dataset"]]
     if cfg["num_classes"] not in (None, n):
         raise ConfigError(f"{cfg['dataset']} has {n} classes, but num_classes={cfg['num_classes']} was requested")
-    for key in ("amp", "channels_last", "device"):
+    for key in ("amp", "channels_last", "device", "compile"):
         allowed = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
-                   "device": ("auto", "cpu", "cuda")}[key]
+                   "device": ("auto", "cpu", "cuda"), "compile": ("auto", "on", "off")}[key]
         if cfg[key] not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {cfg[key]!r}")
     return cfg

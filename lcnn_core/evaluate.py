@@ -10,14 +10,13 @@ Writes into the run directory (and copies to ``results/<preset>/<run>/``):
     pgd.json          L2 PGD accuracy per eps with the attack settings
 """
 import contextlib
-import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from .atomic import write_json
 from .attacks import robust_accuracy
 from .bound import loss_bound, paper_proxy
 from .data import Loader, stratified_indices
@@ -33,12 +32,6 @@ def _eval_batches(data, n, batch_size):
     idx = stratified_indices(data.y_test.cpu(), min(n, len(data.y_test)), data.num_classes, seed=0)
     idx = torch.as_tensor(idx, device=data.x_test.device)
     return list(Loader(data.x_test[idx], data.y_test[idx], batch_size))
-
-
-def write_json(obj, path):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

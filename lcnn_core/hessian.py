@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .lanczos import lanczos, tridiagonal
-from .metrics import eval_mode, model_device_dtype
+from .linalg import lanczos, tridiagonal
+from .checks import eval_mode, model_device_dtype
 
 
 def _parameters(model):

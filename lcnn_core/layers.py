@@ -14,18 +14,67 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .lanczos import lanczos, tridiagonal
+from .linalg import lanczos, tridiagonal
 
 BETA_OFFSET = 1e-3  # b = beta + 1e-3 keeps the softplus well defined as beta -> 0
 
 
 # ---------------------------------------------------------------- activations
+LOG2 = math.log(2.0)
+
+
+class _CenteredSoftplusFn(torch.autograd.Function):
+    """y = (softplus(b x) - log 2) / b with dy/dx = sigmoid(b x), dy/db = (x sigmoid(b x) - y) / b.
+
+    The composite formula costs four elementwise passes forward and about eight backward
+    (autograd differentiates mul, softplus, sub and div one by one); this costs three
+    forward (b x, softplus, one addcmul) and four backward (sigmoid, x sigmoid - y, the
+    product for dx, one dot product for the scalar db). When the backward itself is recorded (create_graph,
+    as GradReg and CURE need) it recomputes b x and y from the saved inputs with
+    differentiable ops, so second derivatives are exact.
+    """
+
+    @staticmethod
+    def forward(ctx, x, b):
+        t = x * b
+        y = torch.addcmul(-LOG2 / b, F.softplus(t), 1.0 / b)
+        ctx.save_for_backward(x, b, t, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, b, t, y = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a double backward follows: rebuild t, y inside the graph
+            t = x * b
+            y = (F.softplus(t) - LOG2) / b
+        s = torch.sigmoid(t)
+        gb = _dot(g, torch.addcmul(-y, x, s)) / b  # x s - y per element first: no cancellation between sums
+        return (g * s).to(x.dtype), gb.to(b.dtype)
+
+
+def _dot(a, b):
+    """sum(a * b) over every element (accumulated in at least float32), in one pass where
+    the memory layout allows."""
+    if a.is_contiguous() and b.is_contiguous() and a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64):
+        return torch.vdot(a.view(-1), b.view(-1))
+    return (a * b).sum(dtype=torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32))
+
+
+def centered_softplus(x, b):
+    """s0(x; b) = (softplus(b x) - log 2) / b for a 0-d tensor b > 0 (fused autograd)."""
+    return _CenteredSoftplusFn.apply(x, b)
+
+
 class CenteredSoftplus(nn.Module):
     """s0(x; b) = (softplus(b x) - log 2) / b with b = beta + 1e-3.
 
     s0(0) = 0, s0' = sigmoid(b x) in (0, 1), s0'' = b sigma (1 - sigma) <= b / 4,
     and s0(x) -> x / 2 as beta -> 0. beta is stored as log beta (init 5) so it
     stays positive; ``learnable=False`` freezes it (a buffer).
+
+    Training uses the fused ``centered_softplus``; eval mode the composite formula,
+    which ``torch.func`` transforms (the dense-Hessian oracles, jvp / vjp) can trace.
+    softplus is linear once b x > 20 (torch's threshold) on both paths, as in the paper.
     """
 
     def __init__(self, beta=5.0, learnable=True):
@@ -44,8 +93,9 @@ class CenteredSoftplus(nn.Module):
 
     def forward(self, x):
         b = self.b
-        # softplus is linear once b x > 20 (torch's threshold), as in the paper
-        return (F.softplus(b * x) - math.log(2.0)) / b
+        if self.training:
+            return centered_softplus(x, b)
+        return (F.softplus(b * x) - LOG2) / b
 
     def lipschitz(self):
         return 1.0
@@ -66,6 +116,26 @@ class Softplus(nn.Softplus):
 
     def curvature(self):
         return self.beta / 4.0
+
+
+# ---------------------------------------------------------------- modes
+class frozen:
+    """``with frozen(model):`` eval-mode forward passes exactly as the model stands: batch
+    norm on its running statistics and every spectrally normalised layer on its current
+    sigma estimate. Unlike ``model.eval()`` it converges nothing (no Lanczos run per SN
+    conv, no SVD), so a training-time attack can use it on every batch; each module's
+    flag is restored on exit. Evaluation proper uses ``model.eval()``."""
+
+    def __init__(self, model):
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    def __enter__(self):
+        for m, _ in self.modes:
+            m.training = False
+
+    def __exit__(self, *exc):
+        for m, flag in self.modes:
+            m.training = flag
 
 
 # ---------------------------------------------------------------- batch norm
@@ -91,7 +161,21 @@ class ClippedBatchNorm2d(nn.BatchNorm2d):
 
     def forward(self, x):
         factor = torch.clamp(self.gamma * self.scale(), max=1.0)
-        return super().forward(x) * factor
+        # a real C-vector: batch norm's double backward (GradReg, CURE) reads garbage from a
+        # stride-0 expanded weight (torch 2.13, CPU; tests/test_fast_path.py)
+        return self._normalise(x, factor.expand(self.num_features).contiguous())
+
+    def _normalise(self, x, weight):
+        """BN(x) with channel c scaled by weight_c inside batch norm's own kernel (forward
+        and backward), instead of a separate product over the whole activation."""
+        self._check_input_dim(x)
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative average, as nn.BatchNorm2d
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, self.running_mean, self.running_var, weight, None, self.training,
+                            momentum or 0.0, self.eps)
 
     def lipschitz(self):
         return float(torch.minimum(1.0 / self.scale(), self.gamma.detach()))

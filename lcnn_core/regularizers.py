@@ -2,16 +2,15 @@
 
 * ``lcnn_penalty``: the paper's proxy, lambda_beta sum_i beta_i + lambda_gamma sum_j |log gamma_j|
   (lambda = 1e-3 in the runs behind the paper's tables; 1e-2 in the later refactor the team ran).
-* ``gradient_penalty``: mean_i ||grad_x l_i||^2 over the batch (double backprop). Its
+* ``gradient_penalty``: mean_i ||grad_x l_i||^2 over the batch (double backprop; the per-sample
+  gradients come from ``checks.input_gradients``, as everywhere in the package). Its
   coefficient is batch-size invariant; ``reference_gradreg_coefficient`` converts the
   reference code's convention 1e5 * lambda * sum_i ||grad_x Lbar||^2 / B (Lbar the
   batch-mean loss), which equals (1e5 lambda / B^2) * mean_i ||grad_x l_i||^2.
 * ``cure_penalty``: CURE's finite-difference curvature penalty
   mean_i ||grad l_i(x_i + h z_i) - grad l_i(x_i)||^2, z_i = sign(g_i) / ||sign(g_i)||.
 """
-import torch
-import torch.nn.functional as F
-
+from .checks import input_gradients
 from .layers import CenteredSoftplus, ClippedBatchNorm2d
 
 
@@ -29,16 +28,6 @@ def reference_gradreg_coefficient(lam=1e-3, batch_size=128):
     return 1e5 * lam / batch_size ** 2
 
 
-def input_gradients(model, x, y, create_graph=False):
-    """Per-sample input gradients grad_x l(x_i, y_i) (N x C x H x W) and the per-sample
-    losses. One backward of the summed loss: each loss depends only on its own input
-    (in train mode batch norm mixes samples slightly; the reference ignores this)."""
-    x = x.detach().requires_grad_(True)
-    losses = F.cross_entropy(model(x), y, reduction="none")
-    (grad,) = torch.autograd.grad(losses.sum(), x, create_graph=create_graph)
-    return grad, losses
-
-
 def gradient_penalty(grad):
     """mean_i ||grad_i||^2 for per-sample input gradients (N x ...)."""
     return grad.flatten(1).pow(2).sum(1).mean()
@@ -49,5 +38,5 @@ def cure_penalty(model, x, y, grad, h=1.0):
     ``grad`` the per-sample input gradients at x (built with create_graph=True)."""
     z = grad.detach().sign()
     z = z / z.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    grad_h, _ = input_gradients(model, x.detach() + h * z, y, create_graph=True)
+    grad_h, *_ = input_gradients(model, x.detach() + h * z, y, create_graph=True, check=False)
     return (grad_h - grad).flatten(1).pow(2).sum(1).mean()

@@ -29,25 +29,31 @@ def results_root(start=None):
 def load_runs(preset, root=None):
     """One row per finished, evaluated run of a preset: scale, accuracy, geometry, bound, proxy."""
     root = Path(root) if root else results_root()
-    rows = []
-    for run in sorted((root / preset).glob("*/geometry.json")):
-        d = run.parent
-        geo = json.loads(run.read_text())
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
-        prov = json.loads((d / "provenance.json").read_text())
-        hist = pd.read_csv(d / "history.csv")
-        rows.append(dict(
-            preset=preset, run=d.name, variant=cfg["variant"], label=VARIANT_LABELS[cfg["variant"]],
-            seed=cfg["seed"], lam=cfg["lam_beta"], epochs=cfg["epochs"], dataset=cfg["dataset"],
-            n_train=geo["scale"]["n_train"], width=cfg["width"], arch=cfg["arch"],
-            accuracy=hist["test_acc"].iloc[-1], grad=geo["grad_norm_mean"],
-            hess=geo["hess_norm_lanczos_mean"], hess_ref=geo["hess_norm_reference_mean"],
-            cf=geo["curvature_lanczos_mean"], cf_ref=geo["curvature_reference_mean"],
-            eval_samples=geo["n_samples"], bound_hessian=geo["bound_hessian"], bound_grad=geo["bound_grad"],
-            mean_beta=geo["proxy"]["mean_beta"], sum_abs_log_gamma=geo["proxy"]["sum_abs_log_gamma"],
-            hardware=prov["hardware"], wall_time_s=prov["wall_time_s"], git_sha=prov.get("git_sha"),
-        ))
+    rows = [run_row(run.parent) for run in sorted((root / preset).glob("*/geometry.json"))]
+    for row in rows:
+        row["preset"] = preset
     return pd.DataFrame(rows)
+
+
+def run_row(d):
+    """The row of one evaluated run folder (results/<preset>/<run>/ or runs/<preset>/<run>/):
+    geometry.json, config.yaml, provenance.json and history.csv read into one dict."""
+    d = Path(d)
+    geo = json.loads((d / "geometry.json").read_text())
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    prov = json.loads((d / "provenance.json").read_text())
+    hist = pd.read_csv(d / "history.csv")
+    return dict(
+        preset=d.parent.name, run=d.name, variant=cfg["variant"], label=VARIANT_LABELS[cfg["variant"]],
+        seed=cfg["seed"], lam=cfg["lam_beta"], epochs=cfg["epochs"], dataset=cfg["dataset"],
+        n_train=geo["scale"]["n_train"], width=cfg["width"], arch=cfg["arch"],
+        accuracy=hist["test_acc"].iloc[-1], grad=geo["grad_norm_mean"],
+        hess=geo["hess_norm_lanczos_mean"], hess_ref=geo["hess_norm_reference_mean"],
+        cf=geo["curvature_lanczos_mean"], cf_ref=geo["curvature_reference_mean"],
+        eval_samples=geo["n_samples"], bound_hessian=geo["bound_hessian"], bound_grad=geo["bound_grad"],
+        mean_beta=geo["proxy"]["mean_beta"], sum_abs_log_gamma=geo["proxy"]["sum_abs_log_gamma"],
+        hardware=prov["hardware"], wall_time_s=prov["wall_time_s"], git_sha=prov.get("git_sha"),
+    )
 
 
 def summarise(runs, by=("variant", "lam", "epochs")):
@@ -183,7 +189,7 @@ def scale_line(runs):
 
 
 def linear_baseline(dataset, root=None):
-    """Test accuracy (%) of softmax regression on the pixels (scripts/linear_baseline.py), or NaN."""
+    """Test accuracy (%) of softmax regression on the pixels (python -m lcnn_core linear-baseline), or NaN."""
     f = (Path(root) if root else results_root()) / "linear-baseline" / f"{dataset}.json"
     return float(json.loads(f.read_text())["accuracy"]) if f.exists() else float("nan")
 

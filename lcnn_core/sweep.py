@@ -3,10 +3,10 @@
     python -m lcnn_core sweep --preset h100-cifar10-jpeg --gpus 0,1    # two GPUs, one run on each
     python -m lcnn_core sweep --preset smoke --gpus cpu:2              # two CPU workers
 
-The runs are the preset's variants x seeds (or those chosen by --variant /
---seed), named VARIANT-sSEED as ``train`` names them. Each is one subprocess
+The runs are the preset's (variants x seeds, or its grid: config.preset_runs), or those
+chosen by --variant / --seed / --run, named as ``train`` names them. Each is one subprocess
 
-    python -m lcnn_core train --preset P --variant V --seed S [--set ...] --resume
+    python -m lcnn_core train --preset P --variant V --seed S --run NAME [--set ...] --resume
 
 with CUDA_VISIBLE_DEVICES set to its GPU (empty and ``--set device=cpu`` on a
 CPU worker), so a run sees one device and a device runs one run at a time. A
@@ -23,7 +23,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import ConfigError, resolve, run_name
+from .config import ConfigError, resolve
 from .train import is_finished, run_dir_for
 
 
@@ -50,10 +50,12 @@ def is_done(run_dir, evaluate=True):
     return is_finished(run_dir) and (not evaluate or (Path(run_dir) / "geometry.json").exists())
 
 
-def command(preset_name, run, sets, out, results, evaluate, device_kind):
+def command(preset_name, run, sets, out, results, evaluate, device_kind, name=None):
     """The ``train`` command line of one run (this Python, this package)."""
     cmd = [sys.executable, "-m", "lcnn_core", "train", "--preset", preset_name, "--variant", run["variant"],
            "--seed", str(run["seed"]), "--out", str(out), "--results", str(results), "--resume"]
+    if name:
+        cmd += ["--run", name]
     for item in sets:
         cmd += ["--set", item]
     if device_kind == "cpu":
@@ -64,20 +66,20 @@ def command(preset_name, run, sets, out, results, evaluate, device_kind):
 
 
 def sweep(preset, runs, devices, out="runs", results="results", sets=(), evaluate=True, log=print):
-    """Run ``runs`` (config overrides with variant and seed, as cli._runs makes them) of ``preset``
+    """Run ``runs`` ((name, config overrides with variant and seed), as cli._runs makes them) of ``preset``
     on ``devices`` (parse_devices), one run per device at a time. Returns {run name: exit status}
     of the runs it started; raises SweepError if any failed."""
     todo = queue.Queue()
     logs = Path(out) / preset["name"] / "logs"
-    for run in runs:
+    for name, run in runs:
         cfg = resolve(run, base=preset["config"])
-        run_dir = run_dir_for(cfg, out, preset["name"])
+        run_dir = run_dir_for(cfg, out, preset["name"], name)
         if is_done(run_dir, evaluate):
             log(f"{run_dir}: finished, skipped")
             continue
         state = ("evaluate" if is_finished(run_dir) else
                  "resume" if (run_dir / "checkpoint.pt").exists() else "start")
-        todo.put((run_name(cfg), run, state))
+        todo.put((run_dir.name, run, state))
     if todo.empty():
         return {}
     logs.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def sweep(preset, runs, devices, out="runs", results="results", sets=(), evaluat
             where = f"GPU {gpu}" if kind == "cuda" else "CPU"
             log(f"{name}: {state} on {where}, log {logs / (name + '.log')}")
             with open(logs / f"{name}.log", "a") as f:
-                p = subprocess.Popen(command(preset["name"], run, sets, out, results, evaluate, kind),
+                p = subprocess.Popen(command(preset["name"], run, sets, out, results, evaluate, kind, name),
                                      stdout=f, stderr=subprocess.STDOUT, env=env)
                 with lock:
                     live.add(p)

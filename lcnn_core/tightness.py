@@ -37,7 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from .bound import bound_profile
-from .metrics import check_batch, eval_mode, input_hessian_norm
+from .checks import check_batch, eval_mode
+from .linalg import random_unit_rows
+from .metrics import input_hessian_norm
 
 PIXEL_RANGE = (0.0, 1.0)  # the data box of lcnn_core.data (no input normalisation)
 QUANTITIES = ("logit_lipschitz", "loss_gradient", "loss_hessian")
@@ -54,10 +56,7 @@ def _per_sample(v, like):
 
 def _unit_rows(shape, seed, like):
     """B x ... random directions with unit-norm rows (CPU generator, so device independent)."""
-    gen = torch.Generator().manual_seed(seed)
-    v = torch.randn(shape, generator=gen, dtype=torch.float64)
-    v = v / _per_sample(_rows(v).norm(dim=1), v)
-    return v.to(device=like.device, dtype=like.dtype)
+    return random_unit_rows(shape, torch.Generator().manual_seed(seed), like=like)
 
 
 # ---------------------------------------------------------------- upper bounds

@@ -17,9 +17,9 @@ each process takes its shard of every global batch, only rank 0 writes, and the
 checkpoint is the one a single process writes, so either can resume the other.
 """
 import math
-import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -29,9 +29,12 @@ import yaml
 from tqdm import tqdm  # text bars: they render in terminals, papermill logs and built books alike
 
 from . import distributed
+from .atomic import save_torch, write_text
 from .bound import paper_proxy
+from .checks import input_gradients
 from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
 from .data import Loader, load_dataset
+from .layers import frozen
 from .models import build_model
 from .provenance import now, provenance
 from .regularizers import cure_penalty, gradient_penalty, lcnn_penalty
@@ -96,23 +99,63 @@ def scheduler_for(opt, cfg):
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg["lr_decay"])
 
 
+def wants_compile(cfg, device):
+    """Whether a run trains under ``torch.compile``: as ``compile`` says, where "auto" means
+    CUDA only (on 2 CPU cores compiling a ResNet-18 took 2.5 min and saved about 12 % of an
+    LCNN step: it does not pay for a 10-minute run; benchmarks/train_step.py). Never for
+    GradReg or CURE, whose double backward torch.compile does not support."""
+    spec = TRAINING_VARIANTS[cfg["variant"]]
+    if spec["gradreg"] or spec["cure"] or cfg["compile"] == "off":
+        return False
+    return cfg["compile"] == "on" or device.type == "cuda"
+
+
+class Compiled(torch.nn.Module):
+    """``model`` under ``torch.compile``; if the first call fails to compile, one warning line
+    and eager from then on (a missing C compiler or an unsupported op must not end a run).
+    Parameters, buffers and modules are the model's own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self._fn = [torch.compile(model)]  # a list: not registered as a second submodule
+        self._checked = False
+
+    def forward(self, *args):
+        if self._fn and not self._checked:
+            try:
+                out = self._fn[0](*args)
+            except Exception as e:
+                reason = (str(e).strip().splitlines() or [""])[0][:120]
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {reason}); training eager", stacklevel=2)
+                self._fn = []
+                return self.model(*args)
+            self._checked = True
+            return out
+        return self._fn[0](*args) if self._fn else self.model(*args)
+
+
+def compiled(model, cfg, device):
+    """The network the training step calls: ``Compiled(model)`` where ``wants_compile``, else ``model``."""
+    return Compiled(model) if wants_compile(cfg, device) else model
+
+
 # ------------------------------------------------------------------ one step
 def training_loss(model, x, y, cfg):
     """(total loss, logits) for one batch under the run's variant."""
     spec = TRAINING_VARIANTS[cfg["variant"]]
     if spec["adversarial"]:
         from .attacks import pgd_l2
-        model.eval()
-        x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
-        model.train()
+        with frozen(model):  # the current sigma and running statistics; converging them per batch is waste
+            x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
     needs_grad = spec["gradreg"] or spec["cure"]
-    if needs_grad:
-        x = x.detach().requires_grad_(True)
-    logits = model(x)
-    losses = F.cross_entropy(logits.float(), y, reduction="none")
+    if needs_grad:  # one forward for the loss and the per-sample input gradients it penalises
+        grad, losses, logits, x = input_gradients(model, x, y, create_graph=True, check=False)
+    else:
+        logits = model(x)
+        losses = F.cross_entropy(logits.float(), y, reduction="none")
     loss = losses.mean()
     if needs_grad:
-        (grad,) = torch.autograd.grad(losses.sum(), x, create_graph=True)
         if spec["gradreg"]:
             loss = loss + cfg["gradreg"] * gradient_penalty(grad)
         if spec["cure"]:
@@ -136,14 +179,6 @@ def test_accuracy(model, data, batch_size=500):
 
 
 # ------------------------------------------------------------------ checkpoints
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path, map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
@@ -155,7 +190,7 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def _differences(a, b, ignore=("device", "amp", "channels_last", "data_root")):
+def _differences(a, b, ignore=("device", "amp", "channels_last", "compile", "data_root")):
     return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
 
 
@@ -220,7 +255,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
     loader = Loader(data.x_train, data.y_train, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
                     flip=cfg["flip"], drop_last=len(data.x_train) > cfg["batch_size"], generator=gen,
                     shard=ddp.shard)
-    net = ddp.wrap(model, device)  # DDP with global batch norm under torchrun; ``model`` itself otherwise
+    # DDP with global batch norm under torchrun; otherwise the model, compiled where it pays off
+    net = ddp.wrap(model, device) if ddp.enabled else compiled(model, cfg, device)
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
@@ -280,18 +316,17 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         if not ddp.is_main:
             continue
         pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-        atomic_save(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+        save_torch(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(), history=history,
                          epoch=epoch + 1, config=cfg, wall_time=wall, started=started), ckpt_path)
     wall = wall_before + time.perf_counter() - t_start
     if not ddp.is_main:
         return run_dir
-    atomic_save(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
+    save_torch(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
     prov = provenance(device, preset=preset, variant=cfg["variant"], seed=cfg["seed"], started_utc=started,
                       finished_utc=now(), wall_time_s=round(wall, 2), epochs=cfg["epochs"],
                       processes=ddp.world_size)
-    (run_dir / "provenance.json.tmp").write_text(pd.Series(prov).to_json(indent=2))
-    os.replace(run_dir / "provenance.json.tmp", run_dir / "provenance.json")
+    write_text(pd.Series(prov).to_json(indent=2), run_dir / "provenance.json")
     return run_dir
 
 

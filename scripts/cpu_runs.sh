@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Every CPU result in the book, in the order they were made (finished runs are skipped).
+# Every CPU result in the book: each preset's runs (its grid) and each study, from its preset.
+# Finished runs are skipped; `train` publishes into results/, so `git diff results/` shows what changed.
 set -euo pipefail
-python -m lcnn_core train --preset cpu-default --seed 0 --quiet --resume
-scripts/ablation.sh ablation-mnist
-python -m lcnn_core train --preset cifar10-jpeg-cpu --seed 0 --quiet --resume
-python -m lcnn_core train --preset cpu-default --seed 1 --quiet --resume
-python -m lcnn_core train --preset cifar10-jpeg-cpu --seed 1 --quiet --resume
-python -m lcnn_core train --preset cpu-default --variant cure --seed 0 --quiet --resume
-python -m lcnn_core train --preset cpu-default --variant softplus_wd --seed 0 --quiet --resume
-python -m lcnn_core train --preset cpu-default --variant adv --seed 0 --quiet --resume
+python -m lcnn_core train --preset cpu-default --quiet --resume
+python -m lcnn_core train --preset ablation-mnist --quiet --resume
+python -m lcnn_core train --preset cifar10-jpeg-cpu --quiet --resume
+python -m lcnn_core linear-baseline
+python -m lcnn_core tightness
+python -m lcnn_core yao

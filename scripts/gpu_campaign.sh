@@ -4,8 +4,8 @@
 #   scripts/gpu_campaign.sh prepare        # here, in the checkout the device call sends (clean tree)
 #   scripts/gpu_campaign.sh run [BUDGET]   # there: the device command (BUDGET seconds, default 480)
 #
-# prepare copies the CIFAR-10 JPEG archive to data/cifar10-jpeg.tar.gz (git-ignored; the loader
-# finds it there), writes its md5 and the commit's sha to .gpu/campaign/, and puts pyautoattack's
+# prepare copies the CIFAR-10 JPEG archive to data/cifar10-jpeg.tar.gz (git-ignored; run points
+# LCNN_SHARED_DATA there), writes its md5 and the commit's sha to .gpu/campaign/, and puts pyautoattack's
 # code (without its 44 MB example model) in .gpu/campaign/site, because the device has no .git and
 # no pyautoattack. The device call then carries exactly those two paths:
 #
@@ -24,7 +24,7 @@ here=.gpu/campaign
 case "${1:-}" in
 prepare)
   set -e
-  src=${ARCHIVE:-/work/shared/data/cifar10-jpeg.tar.gz}
+  src=${ARCHIVE:-${LCNN_SHARED_DATA:-../shared/data}/cifar10-jpeg.tar.gz}
   if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)results')" ]; then
     echo "error: the tree has uncommitted changes; commit first so the sha names the code that runs" >&2
     exit 2
@@ -49,7 +49,8 @@ run)
   budget=${2:-480}
   OUT=${OUT:-/tmp/out}
   mkdir -p "$OUT"
-  export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$here/site"
+  # LCNN_SHARED_DATA: where the loader looks for cifar10-jpeg.tar.gz (extracted once into data/)
+  export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$here/site" LCNN_SHARED_DATA="$PWD/data"
   (cd data && md5sum -c "../$here/cifar10-jpeg.tar.gz.md5") || { echo "error: data/cifar10-jpeg.tar.gz missing or damaged" >&2; exit 2; }
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from lcnn_core.bound import bound_profile, loss_bound, paper_proxy
 from lcnn_core.models import resnet18, small_cnn
-from oracles import exact_input_hessian_norm
+from lcnn_core.oracles import exact_input_hessian_norm
 
 SHAPE = (1, 8, 8)
 

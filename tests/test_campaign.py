@@ -27,9 +27,12 @@ def _preset(tmp_path):
     path = tmp_path / "tiny-campaign.yaml"
     path.write_text(yaml.safe_dump(dict(
         description="two runs that fit, one that does not", config=TINY_CONFIG, timings=TINY_TIMINGS,
-        runs=[dict(name="quick", variant="standard", seed=0, priority=1),
-              dict(name="long", variant="lcnn", seed=0, priority=1, set=dict(epochs=100000)),
-              dict(name="never", variant="standard", seed=1, priority=2, set=dict(epochs=100000))])))
+        variants=["standard"], seeds=[0],
+        grid=[dict(priority=1, variants=["standard"], seeds=[0], name="quick"),
+              dict(priority=1, variants=["lcnn"], seeds=[0], name="long",
+                   axes=dict(e=dict(keys=["epochs"], values=[100000]))),
+              dict(priority=2, variants=["standard"], seeds=[1], name="never",
+                   axes=dict(e=dict(keys=["epochs"], values=[100000])))])))
     return path
 
 
@@ -100,7 +103,7 @@ def test_unpack_refuses_links_and_paths_outside(tmp_path):
         info = tarfile.TarInfo("p/../../outside.txt")
         info.size = 0
         tf.addfile(info)
-    (tmp_path / "evil.tar.gz.md5").write_text(f"{campaign.md5_file(evil)}  evil.tar.gz\n")
+    (tmp_path / "evil.tar.gz.md5").write_text(f"{campaign.md5_of(evil)}  evil.tar.gz\n")
     with pytest.raises(campaign.CampaignError):
         campaign.unpack(evil, results=tmp_path / "res")
     assert not (tmp_path / "outside.txt").exists()
@@ -227,8 +230,7 @@ def test_colab_and_local_detection(tmp_path, monkeypatch):
     (["campaign", "--unpack", "missing.tar.gz"], "not found"),
     (["campaign", "--preset", "smoke", "--budget", "10", "--plan-only", "--timing", "eval=3"], "--timing"),
     (["campaign", "--preset", "smoke", "--budget", "10", "--hardware", "Tesla T4"], "--plan-only"),
-    (["train", "--preset", "gpu-campaign", "--run-name", "nope"], "no run 'nope'"),
-    (["sweep", "--preset", "gpu-campaign"], "names its runs"),
+    (["train", "--preset", "gpu-campaign", "--run-name", "nope"], "no run named nope"),
 ])
 def test_bad_campaign_input_gives_one_line_error(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
@@ -264,7 +266,7 @@ def test_torchrun_reads_the_campaign_train_command_as_its_script_and_arguments()
     an abbreviation of its --run-path)."""
     from torch.distributed.run import get_args_parser
     run = campaign.campaign_runs(load_preset("gpu-campaign"))[1]
-    cmd = campaign.train_command("gpu-campaign", run, True, "runs", "results", 123.0, ["epochs=1"], "cuda",
+    cmd = campaign.train_command("gpu-campaign", run, "runs", "results", 123.0, ["epochs=1"], "cuda",
                                  torchrun_procs=2)
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     args = get_args_parser().parse_args(cmd[3:])

@@ -5,6 +5,7 @@ import hashlib
 import io
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,25 +231,20 @@ def test_cifar10_jpeg_extracts_archive_in_cifar_label_order(tmp_path, top):
     assert (tmp_path / "data" / "cifar10-jpeg.npz").is_file()
 
 
-def test_cifar10_jpeg_archive_beside_the_folder_is_found_without_being_named(tmp_path, monkeypatch):
-    """How a lent GPU machine gets the data: the archive carried as data/cifar10-jpeg.tar.gz."""
-    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
-    src = tmp_path / "src"
-    make_image_folder(src, data.CIFAR10_CLASSES, h=3, w=3, per_class=2)
-    (tmp_path / "data").mkdir()
-    with tarfile.open(tmp_path / "data" / "cifar10-jpeg.tar.gz", "w:gz") as tf:
-        for split in ("train", "test"):
-            tf.add(src / split, arcname=split)
-    d = load_dataset("cifar10-jpeg", root=tmp_path / "data")
-    assert d.y_train.tolist() == sorted(list(range(10)) * 2) and d.x_train.shape == (20, 3, 3, 3)
-
-
 def test_cifar10_jpeg_without_images_or_archive_says_where_to_put_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
-    with pytest.raises(DataError, match=r"no images at .*cifar10-jpeg.*archive="):
+    monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path / "absent"))
+    with pytest.raises(DataError, match=r"no images at .*cifar10-jpeg and no .*absent.*set LCNN_SHARED_DATA"):
         load_dataset("cifar10-jpeg", root=tmp_path)
     with pytest.raises(DataError, match="not found"):
         load_dataset("cifar10-jpeg", root=tmp_path, archive=tmp_path / "nope.tar.gz")
+
+
+def test_shared_data_folder_is_the_env_var_else_shared_beside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path))
+    assert data.shared_data_dir() == tmp_path
+    monkeypatch.delenv("LCNN_SHARED_DATA")
+    repo = Path(data.__file__).resolve().parents[1]
+    assert data.shared_data_dir() == repo.parent / "shared" / "data"
 
 
 #############################################

@@ -14,7 +14,7 @@ from torch import nn
 from lcnn_core.hessian import (ParamHessian, batch_loss, flatten, loss_landscape_1d,
                                loss_landscape_2d, smoothed_density)
 from lcnn_core.models import m1
-from oracles import exact_input_hessian
+from lcnn_core.oracles import exact_input_hessian
 
 torch.set_num_threads(1)
 SETTINGS = settings(max_examples=6, deadline=None, derandomize=True)
@@ -221,16 +221,13 @@ def test_smooth_activation_input_hessian_can_be_indefinite():
 
 # ---------------------------------------------------------------- the book page
 def test_hessian_notebook_runs_under_papermill_on_a_tiny_run(tmp_path):
-    """scripts/yao.py --tiny writes every results file; the page reads them without error."""
-    import importlib.util
-
+    """python -m lcnn_core yao --preset yao-tiny writes every results file; the page reads them without error."""
     import papermill as pm
+
+    from lcnn_core.cli import main
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("yao", root / "scripts" / "yao.py")
-    yao = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(yao)
     results = tmp_path / "yao"
-    yao.main(["--tiny", "--out", str(results)])
+    assert main(["yao", "--preset", "yao-tiny", "--out", str(results)]) == 0
     for name in ("models.csv", "spectrum.csv", "robustness.csv", "density.csv", "landscape_1d.csv",
                  "landscape_2d.csv", "spread.csv", "provenance.json"):
         assert (results / name).exists(), name

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from lcnn_core.layers import (CenteredSoftplus, ClippedBatchNorm2d, Conv2d, SNConv2d, SNLinear,
                               conv_operator_norm)
 from lcnn_core.models import small_cnn
-from oracles import dense_matrix
+from lcnn_core.oracles import dense_matrix
 
 
 def test_centered_softplus_zero_at_origin_and_slope_in_unit_interval():

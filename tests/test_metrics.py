@@ -268,3 +268,14 @@ def test_model_in_train_mode_is_measured_in_eval_mode_with_a_warning_and_restore
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         input_hessian_norm(model, x, y)
+
+
+def test_the_two_dense_oracles_agree():
+    """oracles.dense_input_hessian_norm (chunked double backward, the benchmark's) against
+    exact_input_hessian_norm (torch.func.hessian, the tests')."""
+    from lcnn_core.oracles import dense_input_hessian_norm, exact_input_hessian_norm
+    torch.manual_seed(0)
+    model = small_cnn("standard", width=2, in_channels=1, input_size=6).double().eval()
+    x = torch.rand(1, 1, 6, 6, dtype=torch.float64)
+    y = torch.tensor([3])
+    assert dense_input_hessian_norm(model, x, y, chunk=7) == pytest.approx(exact_input_hessian_norm(model, x[0], y), rel=1e-10)

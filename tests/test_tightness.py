@@ -1,9 +1,8 @@
 """Looseness of the bounds (lcnn_core.tightness): measured lower bounds never exceed the
 provable upper bounds, the two meet on a single linear layer, and on a two-layer net the
 bound equals a brute-force product of dense operator norms. Oracles: dense matrices and
-Jacobians (tests/oracles.py, torch.func.jacrev), dense input Hessians, autograd per label."""
+Jacobians (lcnn_core/oracles.py, torch.func.jacrev), dense input Hessians, autograd per label."""
 import functools
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -20,7 +19,8 @@ from lcnn_core import tightness
 from lcnn_core.bound import bound_profile
 from lcnn_core.layers import Conv2d, SNConv2d, SNLinear
 from lcnn_core.models import VARIANTS, resnet18, small_cnn
-from oracles import dense_matrix, exact_input_hessian_norm
+from lcnn_core.studies import tightness_audit
+from lcnn_core.oracles import dense_matrix, exact_input_hessian_norm
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPE = (1, 8, 8)
@@ -209,18 +209,11 @@ def test_ascent_stays_in_the_box_and_never_loses_the_start_value():
     torch.testing.assert_close(objective(best_x).detach(), best)
 
 
-# ---------------------------------------------------------------- script and notebook
-def _script():
-    spec = importlib.util.spec_from_file_location("tightness_script", ROOT / "scripts" / "tightness.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+# ---------------------------------------------------------------- the study and its notebook
 @pytest.fixture(scope="module")
 def tiny_results(tmp_path_factory):
-    """results/tightness/ written by the script's own functions for three tiny random models."""
-    script = _script()
+    """results/tightness/ written by the study's own functions for three tiny random models."""
+    script = tightness_audit
     root = tmp_path_factory.mktemp("results")
     rows, depths = [], []
     for i, (variant, lam) in enumerate([("standard", 0.0), ("lcnn", 1e-3), ("lcnn", 1e-2)]):

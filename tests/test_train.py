@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lcnn_core import train as train_mod
+from lcnn_core.atomic import save_torch
 from lcnn_core.cli import main
 from lcnn_core.config import ConfigError, resolve
 from lcnn_core.regularizers import reference_gradreg_coefficient
@@ -108,8 +109,7 @@ def test_bad_cli_input_gives_one_line_error_and_writes_nothing(tmp_path, capsys,
 
 
 def test_missing_data_is_reported_before_anything_is_written(tmp_path, capsys, monkeypatch):
-    import lcnn_core.data as data
-    monkeypatch.setattr(data, "SHARED_JPEG_ARCHIVE", tmp_path / "absent.tar.gz")
+    monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path / "absent"))
     code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--set", "dataset=cifar10-jpeg",
                      "--set", f"data_root={tmp_path / 'nodata'}", "--out", str(tmp_path / "runs"), "--no-eval")
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
@@ -125,7 +125,7 @@ def test_corrupt_checkpoint_and_changed_config_are_refused(tmp_path, capsys):
     assert code == 2 and "corrupt" in err
     (run / "checkpoint.pt").unlink()
     cfg = resolve(dict(TINY))
-    train_mod.atomic_save(dict(model={}, config=dict(cfg, lr=0.5)), run / "checkpoint.pt")
+    save_torch(dict(model={}, config=dict(cfg, lr=0.5)), run / "checkpoint.pt")
     code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--out", str(out), "--resume", "--no-eval")
     assert code == 2 and "config differs in" in err and "lr" in err
 

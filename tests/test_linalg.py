@@ -1,7 +1,7 @@
 """The shared Lanczos core against a dense eigendecomposition."""
 import torch
 
-from lcnn_core.lanczos import lanczos, tridiagonal
+from lcnn_core.linalg import lanczos, tridiagonal
 
 
 def _symmetric(n, seed):
@@ -28,3 +28,14 @@ def test_stops_at_an_exact_invariant_subspace_and_on_request():
     alphas, betas, basis = lanczos(lambda v: m @ v, q, 4, stop=tiny)
     assert len(alphas) == 2 and basis.shape == (2, 4)
     assert torch.allclose(torch.linalg.eigvalsh(tridiagonal(alphas, betas)), torch.tensor([2.0, 3.0], dtype=torch.float64))
+
+
+def test_random_unit_rows_are_unit_seeded_and_device_independent():
+    import torch as t
+    from lcnn_core.linalg import random_unit_rows
+    a = random_unit_rows((5, 2, 3), t.Generator().manual_seed(4))
+    b = random_unit_rows((5, 2, 3), t.Generator().manual_seed(4), like=t.zeros(1, dtype=t.float32))
+    assert a.dtype == t.float64 and b.dtype == t.float32
+    t.testing.assert_close(a.flatten(1).norm(dim=1), t.ones(5, dtype=t.float64))
+    t.testing.assert_close(a.float(), b)
+    assert not t.equal(a, random_unit_rows((5, 2, 3), t.Generator().manual_seed(5)))

@@ -1,20 +1,20 @@
 """Yao et al. (2018) at CPU scale (STUDY.md §5): Hessian spectrum, loss landscape and
 adversarial robustness of M1 on MNIST-5k against the training batch size.
 
-    python scripts/yao.py                       # the full run (~45 min on 1 shared core)
-    python scripts/yao.py --tiny --out /tmp/y   # a seconds-long smoke run, same files
+    python -m lcnn_core yao                                  # the full run, preset yao (~45 min on 1 core)
+    python -m lcnn_core yao --preset yao-tiny --out /tmp/y   # a seconds-long smoke run, same files
+
+Every setting (batch sizes, seeds, epochs, lr, Hessian sample, attack budgets, ...) is in the
+preset (lcnn_core/presets/yao.yaml), copied into provenance.json.
 
 Per model (batch size x seed): train/test accuracy and loss, the top Hessian eigenvalue
 (power iteration, relative tol), Hutchinson trace, input-space E C_f, and robust accuracy
 under FGSM, iterative FGSM (L_inf) and L2 PGD. For seed 0: top-k spectrum, SLQ density,
 1-D / 2-D loss landscapes along the top eigenvectors. Then the spread of the top
 eigenvalue over random subsets of 64 ... 4000 training samples, and an LCNN small CNN at
-the smallest and largest batch. Writes small CSVs and provenance.json to --out
+the smallest and largest batch. Writes small CSVs and provenance.json to ``out``
 (default results/yao/), each stage as soon as it is done.
 """
-import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,48 +23,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ..atomic import write_json
+from ..attacks import robust_accuracy
+from ..data import Loader, load_mnist5k
+from ..hessian import ParamHessian, batch_loss, loss_landscape_1d, loss_landscape_2d
+from ..metrics import evaluate_geometry
+from ..models import m1, small_cnn
+from ..provenance import provenance
+from ..regularizers import lcnn_penalty
 
-from lcnn_core.attacks import robust_accuracy  # noqa: E402
-from lcnn_core.data import Loader, load_mnist5k  # noqa: E402
-from lcnn_core.hessian import ParamHessian, batch_loss, loss_landscape_1d, loss_landscape_2d  # noqa: E402
-from lcnn_core.metrics import evaluate_geometry  # noqa: E402
-from lcnn_core.models import m1, small_cnn  # noqa: E402
-from lcnn_core.provenance import provenance  # noqa: E402
-from lcnn_core.regularizers import lcnn_penalty  # noqa: E402
-
-# ---------------------------------------------------------------- hyperparameters
-CFG = dict(
-    batch_sizes=[32, 128, 512],   # 16x span; Yao et al.'s M1 table: 64 ... 2048
-    seeds=[0, 1],
-    epochs=10,                    # the same for every batch size (Yao: until train loss 1e-3)
-    lr=0.02, momentum=0.9,        # SGD, constant, the same for every batch size (no scaling rule)
-    hess_samples=1024,            # fixed training subset for the Hessian (Yao: whole train set)
-    hess_chunk=256,               # samples per double-backward (memory, not maths)
-    eig_iters=50, eig_tol=1e-3,   # PyHessian's tol; Yao: relative error 1e-4 (we cap the cost)
-    top_k=3,                      # spectrum size for seed 0 (Yao: top 20; CPU time)
-    trace_probes=10,              # Hutchinson probes (standard error reported)
-    slq_iters=30, slq_runs=1,     # SLQ density: Lanczos steps, probe vectors
-    landscape_alphas=np.linspace(-1.0, 1.0, 21).tolist(),  # step along the unit eigenvector (parameter L2 units)
-    landscape_grid=np.linspace(-1.0, 1.0, 9).tolist(),
-    landscape_test=1000,          # test samples for the test-loss landscape
-    attack_samples=400,           # first test samples attacked
-    eps_linf=[0.05, 0.1, 0.2],    # FGSM / iterative FGSM, pixel scale [0, 1]
-    eps_l2=[0.5, 1.0, 2.0],       # L2 PGD
-    attack_steps=10,
-    geometry_samples=100,         # input-space E C_f (Lanczos readout) on test samples
-    spread_counts=[64, 256, 1024, 4000], spread_subsets=4, spread_batch=32,
-    lcnn_batch_sizes=[32, 512], lcnn_width=8, lcnn_lam=1e-3,
-    lcnn_lr=0.1,                  # the project's presets (cpu-default); at 0.02 it underfit (62 % / 32 %)
-    matched_batch_sizes=[128, 512], matched_loss=0.01, matched_max_epochs=80,  # the loss-matched control
-)
-TINY = dict(batch_sizes=[32, 64], seeds=[0], epochs=1, hess_samples=32, hess_chunk=32, eig_iters=3,
-            top_k=2, trace_probes=2, slq_iters=3, landscape_alphas=[-0.5, 0.0, 0.5],
-            landscape_grid=[-0.5, 0.0, 0.5], landscape_test=32, attack_samples=8, attack_steps=1,
-            geometry_samples=4, spread_counts=[16, 32], spread_subsets=2, spread_batch=32,
-            lcnn_batch_sizes=[32], lcnn_width=4, n_train=128,
-            matched_batch_sizes=[64], matched_max_epochs=2)
+STAGES = ("matched", "spread", "lcnn")
 
 
 def log(msg, t0=[time.perf_counter()]):
@@ -87,19 +55,24 @@ def train(model, data, batch_size, seed, cfg, lam=0.0):
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
     loader = Loader(data.x_train, data.y_train, batch_size, shuffle=True, generator=gen)
-    rows = []
-    for epoch in range(1, cfg["epochs"] + 1):
-        model.train()
-        total, n = 0.0, 0
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            (loss + lcnn_penalty(model, lam, lam) if lam else loss).backward()
-            opt.step()
-            total, n = total + float(loss.detach()) * len(y), n + len(y)
-        rows.append(dict(epoch=epoch, train_loss_running=total / n, steps=epoch * len(loader)))
+    rows = [dict(epoch=epoch, train_loss_running=sgd_epoch(model, opt, loader, lam), steps=epoch * len(loader))
+            for epoch in range(1, cfg["epochs"] + 1)]
     model.eval()
     return rows
+
+
+def sgd_epoch(model, opt, loader, lam=0.0):
+    """One pass over ``loader`` in train mode (cross-entropy, plus the LCNN penalty at lambda_beta =
+    lambda_gamma = ``lam`` if lam); returns the running mean training loss (penalty excluded)."""
+    model.train()
+    total, n = 0.0, 0
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        (loss + lcnn_penalty(model, lam, lam) if lam else loss).backward()
+        opt.step()
+        total, n = total + float(loss.detach()) * len(y), n + len(y)
+    return total / n
 
 
 def accuracy(model, batches):
@@ -203,16 +176,9 @@ def matched(data, hess_batches, cfg, out):
         opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
         loader = Loader(data.x_train, data.y_train, bs, shuffle=True, generator=gen)
         while epochs < cfg["matched_max_epochs"]:
-            model.train()
-            total, n = 0.0, 0
-            for x, y in loader:
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total, n = total + float(loss.detach()) * len(y), n + len(y)
+            running = sgd_epoch(model, opt, loader)
             epochs += 1
-            if total / n <= cfg["matched_loss"]:
+            if running <= cfg["matched_loss"]:
                 break
         model.eval()
         train_b = chunks(data.x_train, data.y_train, 500)
@@ -253,7 +219,7 @@ def lcnn(data, hess_batches, cfg, out, rows):
 def load(cfg):
     """MNIST-5k (a subset for --tiny) and the fixed Hessian subset as batches."""
     data = load_mnist5k()
-    if "n_train" in cfg:
+    if cfg["n_train"]:
         data = data.subset(n_train=cfg["n_train"], n_test=cfg["landscape_test"])
     g = torch.Generator().manual_seed(0)
     hidx = torch.randperm(len(data.y_train), generator=g)[:cfg["hess_samples"]].sort().values
@@ -262,24 +228,18 @@ def load(cfg):
 
 
 # ---------------------------------------------------------------- main
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(ROOT / "results" / "yao"))
-    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (tests)")
-    p.add_argument("--skip-lcnn", action="store_true")
-    p.add_argument("--only", choices=["matched", "spread", "lcnn"],
-                   help="run one stage alone (appends its CSV to --out; spread retrains the batch-32 seed-0 M1)")
-    args = p.parse_args(argv)
+def run(cfg, out="results/yao", only=None, skip_lcnn=False):
+    """The whole study with settings ``cfg`` (a yao study preset's settings), or one stage alone
+    (``only`` in STAGES: appends its CSV to ``out``; spread retrains the batch-32 seed-0 M1)."""
     torch.set_num_threads(1)
-    cfg = dict(CFG, **(TINY if args.tiny else {}))
-    out = Path(args.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.only:
+    if only:
         data, hess_batches = load(cfg)
         t = time.perf_counter()
-        if args.only == "matched":
+        if only == "matched":
             matched(data, hess_batches, cfg, out)
-        elif args.only == "spread":
+        elif only == "spread":
             seed, bs = cfg["seeds"][0], cfg["spread_batch"]
             torch.manual_seed(seed)
             model = m1()
@@ -289,19 +249,19 @@ def main(argv=None):
             spread(model, data, cfg, out, bs, seed)
         else:
             lcnn(data, hess_batches, cfg, out, [])
-        (out / f"provenance_{args.only}.json").write_text(json.dumps(provenance(
-            "cpu", seed=cfg["seeds"][0], stage=args.only, config=cfg,
-            wall_time_s=round(time.perf_counter() - t, 1)), indent=2, default=str))
+        write_json(provenance("cpu", seed=cfg["seeds"][0], stage=only, config=cfg,
+                              wall_time_s=round(time.perf_counter() - t, 1)),
+                   out / f"provenance_{only}.json", default=str)
         return
     for f in out.glob("*.csv"):
         f.unlink()
     t0 = time.perf_counter()
     prov = provenance("cpu", seed=cfg["seeds"], config=cfg, status="running", wall_time_s=None,
-                      scale=f"MNIST-5k ({'tiny subset' if args.tiny else '4,000 train / 1,000 test'}), "
+                      scale=f"MNIST-5k ({'tiny subset' if cfg['n_train'] else '4,000 train / 1,000 test'}), "
                             f"M1 ({'%d' % sum(p.numel() for p in m1().parameters())} parameters), "
                             f"{cfg['epochs']} epochs, batch sizes {cfg['batch_sizes']}, seeds {cfg['seeds']}, "
                             f"Hessian on {cfg['hess_samples']} training samples, 1 CPU thread")
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    write_json(prov, out / "provenance.json", default=str)
 
     data, hess_batches = load(cfg)
 
@@ -324,13 +284,9 @@ def main(argv=None):
     log("eigenvalue spread vs number of Hessian samples")
     spread(keep["spread"], data, cfg, out, cfg["spread_batch"], cfg["seeds"][0])
 
-    if not args.skip_lcnn:
+    if not skip_lcnn:
         lcnn(data, hess_batches, cfg, out, rows)
 
     prov.update(status="complete", wall_time_s=round(time.perf_counter() - t0, 1))
-    (out / "provenance.json").write_text(json.dumps(prov, indent=2, default=str))
+    write_json(prov, out / "provenance.json", default=str)
     log(f"done in {prov['wall_time_s']}s")
-
-
-if __name__ == "__main__":
-    main()
