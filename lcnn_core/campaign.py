@@ -40,7 +40,6 @@ machine returns no checkpoints (a full-width ResNet-18 with its momentum is abou
 without ``--resumable``, a run whose remaining epochs do not fit is not started at all.
 """
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -53,6 +52,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import yaml
@@ -75,6 +75,9 @@ DEFAULT_TIMINGS = {
                         "cure": 70, "softplus_wd": 7, "adv": 28},
     "default_images": 50000,         # the training-set size the defaults are for
     "startup_s": 20,                 # Python, CUDA context, the decoded data onto the GPU
+    "compile_s": 60,                 # torch.compile of a first-order variant on CUDA (compile: auto); a guess
+    "epoch_scale": 1.0,              # x every epoch estimate: e.g. 0.5 once a speed-up halved the step time
+                                     # of the code the measured histories came from
     "epoch_overhead_s": 1.0,         # per epoch beyond history.csv's epoch_time: the test pass, the checkpoint
     "eval_s": 120,                   # one full-width model on 1,000 images, TF32 off (guess: 4 x the ~30 s
                                      # of the committed H100 runs on 500 images with TF32 on)
@@ -256,10 +259,32 @@ def estimate(run, rows, timings, n, hardware, probe):
         raise ConfigError(f"no timing for variant {cfg['variant']}: add it to the preset's timings.default_epoch_s")
     if here is None and hardware and not hardware.startswith("CPU"):
         source += f"; {hardware} not in GPU_TIME, taken as fast as the source"
-    epoch_s += timings["epoch_overhead_s"]
-    train_s = timings["startup_s"] + run.remaining * epoch_s
+    epoch_s = epoch_s * timings["epoch_scale"] + timings["epoch_overhead_s"]
+    startup_s = timings["startup_s"] + (timings["compile_s"] if _compiles(cfg, hardware) else 0.0)
+    train_s = startup_s + run.remaining * epoch_s
     return dict(epoch_s=epoch_s, source=source, train_s=train_s, total_s=train_s + timings["eval_s"],
-                startup_s=timings["startup_s"], eval_s=timings["eval_s"])
+                startup_s=startup_s, eval_s=timings["eval_s"])
+
+
+def _compiles(cfg, hardware):
+    """Whether the run will spend the compile time: train.wants_compile on the device it plans for."""
+    from .train import wants_compile
+    return wants_compile(cfg, SimpleNamespace(type="cpu" if str(hardware).startswith("CPU") else "cuda"))
+
+
+def probe_scale(probe, runs, rows, timings, n, hardware):
+    """The factor that turns the history-based epoch estimate of the probed run into what the probe
+    measured with this code on this GPU (training images / per-process images/s at ``n`` processes);
+    None without a usable probe. It carries a speed-up of the code since the histories were taken."""
+    if not probe or probe.get("hardware") != hardware:
+        return None
+    run = next((r for r in runs if r.name == probe.get("run")), None)
+    per = {lvl["concurrent"]: lvl["per_process_images_per_s"] for lvl in probe.get("levels", [])}
+    if run is None or not per or min(n, max(per)) not in per or per[min(n, max(per))] <= 0:
+        return None
+    plain = dict(timings, epoch_scale=1.0, epoch_overhead_s=0.0)
+    before = estimate(dataclasses.replace(run, remaining=0), rows, plain, n, hardware, None)["epoch_s"]
+    return _images(run.cfg) / per[min(n, max(per))] / before
 
 
 def measured_eval_s(results, preset_name, default):
@@ -322,6 +347,11 @@ def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, 
     timings["eval_s"] = measured_eval_s(results, preset["name"], timings["eval_s"])
     rows = measured_epochs(results, preset["name"], timings)
     done = {r.name for r in runs if published(results, preset["name"], r.name)}
+    scale = probe_scale(probe, runs, rows, timings, n, hardware)
+    if scale is not None and "epoch_scale" not in (preset.get("timings") or {}):
+        timings["epoch_scale"] = scale
+        log(f"epoch estimates x {scale:.2f}: the probe's {probe['run']} on this GPU against its estimate "
+            "from the measured histories (the same factor assumed for every variant)")
     todo = []
     for run in runs:
         if run.name in done:
@@ -744,7 +774,7 @@ def _probe_worker(spec):
     """One probe process: build the run's model, warm up, say 'ready'; read the windows from stdin,
     train on synthetic batches through them, print the images finished inside each window."""
     import torch
-    from .train import amp_dtype, model_for_shape, optimizer_for, training_loss
+    from .train import amp_dtype, compiled, model_for_shape, optimizer_for, training_loss
     preset = load_preset(spec["preset"])
     cfg = resolve(dict(spec["overrides"], device=spec["device"]), base=preset["config"])  # --set already in
     device = torch.device(spec["device"])
@@ -755,6 +785,7 @@ def _probe_worker(spec):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt, amp = optimizer_for(model, cfg), amp_dtype(cfg, device)
+    net = compiled(model, cfg, device)  # as train.train calls it (torch.compile where it pays off)
     x = torch.rand((cfg["batch_size"],) + shape, device=device)
     y = torch.randint(0, DATASET_CLASSES[cfg["dataset"]], (cfg["batch_size"],), device=device)
     if channels_last:
@@ -762,7 +793,7 @@ def _probe_worker(spec):
 
     def step():  # the step of train.train
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, _ = training_loss(model, x, y, cfg)
+            loss, _ = training_loss(net, x, y, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

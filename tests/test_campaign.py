@@ -146,6 +146,11 @@ def test_estimates_use_measured_epochs_scaled_by_images_and_sharing(tmp_path):
     probe = dict(levels=[dict(concurrent=1, per_process_images_per_s=100.0),
                          dict(concurrent=3, per_process_images_per_s=50.0)])
     assert campaign.estimate(run, rows, timings, 1, "NVIDIA H100", probe)["epoch_s"] == pytest.approx(9.5)
+    # a probe of this run on this GPU that trained twice as fast as the histories say: every estimate x 0.5
+    fast = dict(run="lcnn-lam1e-2-s0", hardware="NVIDIA H100",
+                levels=[dict(concurrent=3, per_process_images_per_s=50000 / 9.5)])
+    assert campaign.probe_scale(fast, [run], rows, timings, 3, "NVIDIA H100") == pytest.approx(0.5)
+    assert campaign.probe_scale(fast, [run], rows, timings, 3, "Tesla T4") is None  # another GPU's probe
     cure = next(r for r in campaign.campaign_runs(preset) if r.name == "cure-s0")
     cure.remaining = 50
     assert campaign.estimate(cure, rows, timings, 1, "NVIDIA H100", None)["source"] == "default (not measured)"
