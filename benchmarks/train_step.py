@@ -1,8 +1,9 @@
 """Training cost of each variant as a ratio to Standard, every variant measured in one run.
 
-CPU (default): ResNet-18 at widths 16 and 64 on a fixed batch of 128 CIFAR-sized images.
-The variants are interleaved over several rounds (round-robin, so a slow minute of a shared
-machine hits all of them) and the median step time is reported. Two rows reproduce the code
+CPU (default): ResNet-18 at widths 16 and 64 on a fixed batch of 128 CIFAR-sized images, one
+thread, timed by the process's CPU time (on a shared machine wall time also counts the other
+processes). The variants are interleaved over several rounds (round-robin) and the median step
+time is reported; the JSON keeps every round, so a ratio has an interval over rounds. Two rows reproduce the code
 before the speed work in the same run, so "before" and "after" share the machine's state:
 
 * ``lcnn_before``: the composite centered softplus (four elementwise ops forward, about
@@ -143,13 +144,16 @@ def step_times(args, device, width):
     for s in setups.values():  # warm-up (and compile, where on)
         s.step(x, y)
     rounds = args.rounds if width <= 16 else args.rounds_wide
+    # On CPU the clock is the process's CPU time: with one thread it counts the step's own work,
+    # where wall time on a shared machine also counts whoever else held the cores meanwhile.
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     for r in range(rounds):
         for v, s in setups.items():
             sync(device)
-            t = time.perf_counter()
+            t = clock()
             s.step(x, y)
             sync(device)
-            times[v].append(time.perf_counter() - t)
+            times[v].append(clock() - t)
         print(f"width {width} round {r + 1}/{rounds}: " +
               ", ".join(f"{v} {t[-1]:.2f}s" for v, t in times.items()), flush=True)
     rows = [dict(width=width, variant=v, step_s=statistics.median(t), rounds=len(t),
@@ -240,7 +244,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=9, help="rounds at width <= 16")
     ap.add_argument("--rounds-wide", type=int, default=3, help="rounds at wider widths")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time is the step's own work)")
     ap.add_argument("--epoch", action="store_true", help="time one full epoch per variant")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
     ap.add_argument("--flush-denormal", action="store_true")
@@ -255,6 +259,7 @@ def main():
         torch.set_num_threads(args.threads)
     torch.set_flush_denormal(args.flush_denormal)
     device = torch.device(args.device)
+    prov = provenance(device)  # at the start: the code that runs, whatever the tree becomes meanwhile
     t0 = time.perf_counter()
     extra = {}
     if args.epoch:
@@ -278,7 +283,7 @@ def main():
     if not args.epoch and profile:
         pd.DataFrame(profile).to_csv(out / "train_step_profile_cpu.csv", index=False)
     meta = dict(vars(args), wall_time_s=round(time.perf_counter() - t0, 1),
-                provenance=provenance(device), table=rows, **extra)
+                provenance=prov, table=rows, **extra)
     (out / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str))
 
 

@@ -147,7 +147,8 @@ def training_loss(model, x, y, cfg):
     if spec["adversarial"]:
         from .attacks import pgd_l2
         with frozen(model):  # the current sigma and running statistics; converging them per batch is waste
-            x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"])
+            x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"],
+                       check=False)
     needs_grad = spec["gradreg"] or spec["cure"]
     if needs_grad:  # one forward for the loss and the per-sample input gradients it penalises
         grad, losses, logits, x = input_gradients(model, x, y, create_graph=True, check=False)
