@@ -1,7 +1,7 @@
 # Inside an environment made by the README's commands.
 .PHONY: book test main
 main:
-	python -m lcnn_core train --preset cpu-default
+	python -m lcnn_core train --preset cpu-default --run standard-s0 --run lcnn-s0 --run gradreg-s0 --run lcnn_gradreg-s0
 book:
 	jupyter-book build book/ --all -W -n --keep-going
 test:

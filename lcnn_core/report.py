@@ -7,6 +7,7 @@ each claim's effect relative to a baseline gets a confidence interval over seeds
 verdict asks whether it lies on the paper's side. ``ledger`` collects one row per claim and scale.
 """
 import json
+import math
 from pathlib import Path  # noqa: F401  (re-exported for notebooks)
 
 import numpy as np
@@ -15,7 +16,7 @@ import yaml
 
 from . import verdicts
 from .config import TRAINING_VARIANTS, VARIANT_LABELS
-from .reference import ACC_TOLERANCE, PAPER, PAPER_CIFAR10_CF, PAPER_PGD, PAPER_PGD_EPS, TEAM  # noqa: F401
+from .reference import ACC_TOLERANCE, COST_TARGETS, PAPER, PAPER_CIFAR10_CF, PAPER_PGD, PAPER_PGD_EPS, TEAM  # noqa: F401
 
 # Test-set sizes when a preset takes the whole test set (n_test: null); data.py's splits.
 TEST_IMAGES = {"mnist5k": 1000, "cifar10": 10000, "cifar10-jpeg": 10000, "cifar100": 10000}
@@ -367,6 +368,42 @@ def ledger(root=None):
                                     f"{hw}, width {width}", v, "reproducing")
                         | {"seeds": f"{v.n_seeds[0]} rounds" if rounds else "–", "images": "–",
                            "paper": f"≤ {v.paper:g} (our reading)", "why": why})
+    return pd.DataFrame(rows)
+
+
+TARGET_WORDS = {"reproduced": "met", "not reproduced": "missed", "inconclusive": "inconclusive"}
+
+
+def cost_table(root=None):
+    """Training cost of every benchmarked variant as a ratio to Standard, one row per
+    (device, width, variant): the ratio with its interval and verdict against
+    ``reference.COST_TARGETS`` (``verdicts.bounded``; paired over interleaved rounds where the
+    benchmark kept them), the hardware and the benchmark's git sha. ``*_before`` rows (the code
+    before the speed work, measured in the same run) carry no verdict."""
+    rows = []
+    for device, (table, meta) in train_cost(root).items():
+        col = "step_s" if "step_s" in table else "epoch_s"
+        if "width" not in table:
+            table = table.assign(width=meta.get("width"))
+        for width, t in table.groupby("width", sort=True):
+            t = t.set_index("variant")
+            if "standard" not in t.index:
+                continue
+            for variant in t.index.drop("standard"):
+                paired = "round_s" in t and isinstance(t.loc[variant, "round_s"], list)
+                base = variant.removesuffix("_before")
+                limit = COST_TARGETS.get(base, math.nan)
+                model = t.loc[variant, "round_s"] if paired else [t.loc[variant, col]]
+                ref = t.loc["standard", "round_s"] if paired else [t.loc["standard", col]]
+                v = verdicts.bounded(model, ref, limit=limit if math.isfinite(limit) else 1.0, paired=paired)
+                before = variant.endswith("_before")
+                rows.append({"device": device, "width": int(width),
+                             "variant": VARIANT_LABELS.get(base, base) + (" (before the speed work)" if before else ""),
+                             "× Standard (95% CI)": v.interval(), "target": "–" if before else f"≤ {limit:g}",
+                             "against the target": "–" if before else TARGET_WORDS[v.outcome],
+                             "rounds": len(model) if paired else meta.get("rounds"),
+                             "hardware": meta["provenance"]["hardware"],
+                             "sha": (meta["provenance"].get("git_sha") or "–")[:7]})
     return pd.DataFrame(rows)
 
 

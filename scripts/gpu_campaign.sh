@@ -3,6 +3,7 @@
 #
 #   scripts/gpu_campaign.sh prepare        # here, in the checkout the device call sends (clean tree)
 #   scripts/gpu_campaign.sh run [BUDGET]   # there: the device command (BUDGET seconds, default 480)
+#   scripts/gpu_campaign.sh bench          # there: the training-cost benchmark, eager and compiled (~3 min)
 #
 # prepare copies the CIFAR-10 JPEG archive to data/cifar10-jpeg.tar.gz (git-ignored; run points
 # LCNN_SHARED_DATA there), writes its md5 and the commit's sha to .gpu/campaign/, and puts pyautoattack's
@@ -58,8 +59,18 @@ run)
     --concurrent "${CONCURRENT:-auto}" --max-concurrent 4 --gpus 0 --pack "$OUT" \
     --git-sha "$(cat "$here/GIT_SHA")" ${TIMING:+$(printf -- '--timing %s ' $TIMING)} 2>&1 | tee "$OUT/campaign.log"
   ;;
+bench)
+  # the speed issue's GPU check (about 3 minutes): a fifth of a CIFAR-10 epoch per variant, eager,
+  # then the first-order variants under torch.compile; 4 small files under $OUT/bench-*/
+  OUT=${OUT:-/tmp/out}
+  export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$here/site" LCNN_GIT_SHA="$(cat "$here/GIT_SHA")"
+  (cd data && md5sum -c "../$here/cifar10-jpeg.tar.gz.md5") || { echo "error: data/cifar10-jpeg.tar.gz missing or damaged" >&2; exit 2; }
+  timeout 110 python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile off --out "$OUT/bench-eager"
+  timeout 120 python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile on \
+    --variants standard lcnn softplus_wd adv --out "$OUT/bench-compiled"
+  ;;
 *)
-  echo "usage: $0 prepare | run [BUDGET_SECONDS]" >&2
+  echo "usage: $0 prepare | run [BUDGET_SECONDS] | bench" >&2
   exit 2
   ;;
 esac
