@@ -1,9 +1,11 @@
-"""Command line: ``python -m lcnn_core {train,sweep,evaluate,yao,tightness,linear-baseline,list-presets}``.
+"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,yao,tightness,linear-baseline,list-presets}``.
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
     torchrun --standalone --nproc_per_node=2 -m lcnn_core train --preset team-cifar10 --variant lcnn
     python -m lcnn_core sweep --preset h100-cifar10-jpeg --gpus 0,1   # one run per GPU at a time
+    python -m lcnn_core campaign --preset gpu-campaign --budget 480 --concurrent auto --pack $OUT
+    python -m lcnn_core campaign --unpack campaign-gpu-campaign.tar.gz
     python -m lcnn_core evaluate runs/cpu-default/lcnn-s0
     python -m lcnn_core yao [--preset yao-tiny]          # the studies: each driven by its study preset
     python -m lcnn_core tightness [--runs runs]
@@ -15,12 +17,14 @@ Bad input prints one line ``error: ...`` and exits with status 2.
 """
 import argparse
 import sys
+from pathlib import Path
 
 from . import distributed
 from .config import ConfigError, check_variant, load_preset, load_study, parse_set, preset_names, preset_runs, resolve
 from .data import DataError
+from .campaign import CampaignError
 from .sweep import SweepError, parse_devices, sweep
-from .train import CheckpointError, TrainingError, is_finished, run_dir_for, train
+from .train import CheckpointError, DeadlineReached, TrainingError, is_finished, run_dir_for, train
 
 
 def _runs(args):
@@ -56,8 +60,13 @@ def cmd_train(args):
         cfg = resolve(run, base=preset["config"])
         run_dir = run_dir_for(cfg, args.out, preset["name"], name)
         if not is_finished(run_dir):
-            run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
-                            progress=not args.quiet)
+            try:
+                run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
+                                progress=not args.quiet, stop_at=args.stop_at)
+            except DeadlineReached as stopped:  # --stop-at: no evaluation, no further runs
+                if ddp.is_main:
+                    print(stopped)
+                break
         trained.append((run_dir, cfg))
         if not ddp.enabled:
             _evaluate(run_dir, cfg, args)
@@ -82,6 +91,48 @@ def cmd_sweep(args):
     preset, runs = _runs(args)
     sweep(preset, runs, parse_devices(args.gpus), out=args.out, results=args.results, sets=args.set or [],
           evaluate=not args.no_eval)
+
+
+def cmd_campaign(args):
+    import os
+    from . import campaign, hosted
+    if args.git_sha:
+        os.environ["LCNN_GIT_SHA"] = args.git_sha  # for a copy of the tree without .git
+    host = hosted.detect()
+    out = args.out or str(host.runs)
+    results = args.results or str(host.results)
+    if args.unpack:
+        name = campaign.unpack(args.unpack, results=results, logs_out=out)
+        print(f"unpacked {args.unpack} into {Path(results) / name}")
+        return
+    if args.budget is None:
+        raise ConfigError("campaign needs --budget SECONDS (or --unpack ARCHIVE)")
+    concurrent = args.concurrent
+    if concurrent != "auto" and not (concurrent.isdigit() and int(concurrent) > 0):
+        raise ConfigError(f"--concurrent wants a positive number or 'auto', got {concurrent!r}")
+    gpus = hosted.gpu_spec() if args.gpus == "auto" else args.gpus
+    print(f"host: {host.name} ({host.note or 'working folder ' + str(host.work)}); runs in {out}, "
+          f"results in {results}, devices {gpus}")
+    if host.name == "kaggle":
+        hosted.seed_from_inputs(host, load_preset(args.preset)["name"])
+    if args.probe:
+        from .sweep import parse_devices
+        preset = load_preset(args.preset)
+        runs = campaign.campaign_runs(preset, args.set or [])
+        run = next((r for r in runs if r.name == args.probe_run), None) if args.probe_run else runs[0]
+        if run is None:
+            raise ConfigError(f"preset {preset['name']} has no run {args.probe_run!r}")
+        n = args.max_concurrent if concurrent == "auto" else int(concurrent)
+        probe = campaign.run_probe(args.preset, run, parse_devices(gpus), n, window=args.probe_window,
+                                   sets=args.set or [])
+        campaign.write_json(probe, Path(results) / preset["name"] / "probe.json")
+        return
+    campaign.run_campaign(args.preset, args.budget, concurrent=concurrent, gpus=gpus, out=out,
+                          results=results, sets=args.set or [], pack=args.pack, plan_only=args.plan_only,
+                          torchrun=args.torchrun, max_concurrent=args.max_concurrent,
+                          probe_window=args.probe_window,
+                          resumable=args.resumable or (host.name != "local" and host.persistent),
+                          hardware=args.hardware, timing=args.timing or [])
 
 
 def _auto_device():
@@ -150,8 +201,11 @@ def parser():
     t.add_argument("--variant", help="one training variant (default: all of the preset's)")
     t.add_argument("--seed", type=int, help="one seed (default: all of the preset's)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    t.add_argument("--run", action="append", metavar="NAME", help="one run of the preset by name (repeatable)")
+    # --run-name too: torchrun reads a bare --run anywhere on its command line as its own --run-path
+    t.add_argument("--run", "--run-name", action="append", metavar="NAME", help="one run of the preset by name (repeatable)")
     t.add_argument("--name", help="run folder name (default: the preset's, VARIANT-sSEED without a grid)")
+    t.add_argument("--stop-at", type=float, metavar="UNIX_TIME",
+                   help="stop cleanly (checkpoint kept, no evaluation) before an epoch that would end after this time")
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")
     t.add_argument("--results", default="results", help="where the small result files are published")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
@@ -199,6 +253,29 @@ def parser():
     f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
     f.add_argument("--results", default="results")
     f.set_defaults(func=cmd_fingerprints)
+    c = sub.add_parser("campaign", help="as many of a preset's runs as fit in a time budget, packed for the way back")
+    c.add_argument("--preset", default="gpu-campaign", help="a preset name or a .yaml file (default: gpu-campaign)")
+    c.add_argument("--budget", type=float, metavar="SECONDS", help="wall time of the whole call, packing included")
+    c.add_argument("--concurrent", default="1", help="processes sharing each GPU, or 'auto': probe 1..--max-concurrent first")
+    c.add_argument("--max-concurrent", type=int, default=4)
+    c.add_argument("--gpus", default="auto", help="GPU ids (0,1), 'cpu', 'cpu:N' or auto (every visible GPU, else cpu)")
+    c.add_argument("--torchrun", action="store_true", help="each run data-parallel over all --gpus (torchrun)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key of every run")
+    c.add_argument("--out", help="run folders with checkpoints (default: runs, or the Kaggle/Colab working folder)")
+    c.add_argument("--results", help="published results (default: results, or the Kaggle/Colab working folder)")
+    c.add_argument("--pack", metavar="DIR", help="pack this call's small files into DIR/campaign-PRESET.tar.gz (+ .md5)")
+    c.add_argument("--plan-only", action="store_true", help="print the plan and stop")
+    c.add_argument("--hardware", metavar="GPU_NAME", help="with --plan-only: plan as if on this GPU (e.g. 'Tesla T4')")
+    c.add_argument("--timing", action="append", metavar="KEY=SECONDS",
+                   help="override a planning estimate, e.g. eval_s=60 or startup_s=10 (campaign.DEFAULT_TIMINGS)")
+    c.add_argument("--resumable", action="store_true",
+                   help="--out outlives this call: start runs that cannot finish too (on by itself on Kaggle, Colab with Drive)")
+    c.add_argument("--probe", action="store_true", help="measure images/s for 1..N processes sharing the GPU, then stop")
+    c.add_argument("--probe-run", help="the run whose model the probe trains (default: the preset's first)")
+    c.add_argument("--probe-window", type=float, default=5.0, metavar="SECONDS")
+    c.add_argument("--unpack", metavar="ARCHIVE", help="check, extract and merge a packed archive into --results")
+    c.add_argument("--git-sha", help="the code's git sha, for provenance where .git did not travel")
+    c.set_defaults(func=cmd_campaign)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)
     return ap
@@ -208,7 +285,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, TrainingError, SweepError) as e:
+    except (ConfigError, DataError, CheckpointError, TrainingError, SweepError, CampaignError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

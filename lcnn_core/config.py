@@ -7,6 +7,7 @@ wrong types are refused with a one-line message naming the closest key.
 import copy
 import difflib
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
@@ -102,10 +103,24 @@ def preset_names():
 
 
 def _read_preset(name):
+    """A packaged preset by name, or a .yaml file by path (a campaign of one's own; the tests' tiny ones)."""
+    if str(name).endswith((".yaml", ".yml")) and Path(name).is_file():
+        try:
+            preset = yaml.safe_load(Path(name).read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"preset {name}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(preset, dict):
+            raise ConfigError(f"preset {name}: expected a mapping of sections")
+        return preset
     names = preset_names()
     if name not in names:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
     return yaml.safe_load(resources.files("lcnn_core.presets").joinpath(f"{name}.yaml").read_text())
+
+
+def preset_name(name):
+    """The name results/ and runs/ use for a preset given by name or by path (the file's stem)."""
+    return Path(name).stem if str(name).endswith((".yaml", ".yml")) else name
 
 
 def load_preset(name):
@@ -115,10 +130,10 @@ def load_preset(name):
     if "study" in preset:
         raise ConfigError(f"{name} is the preset of a study, not of training runs: "
                           f"python -m lcnn_core {preset['study']} --preset {name}")
-    unknown = set(preset) - {"description", "variants", "seeds", "config", "grid"}
+    unknown = set(preset) - {"description", "variants", "seeds", "config", "grid", "timings"}
     if unknown:
         raise ConfigError(f"preset {name}: unknown section(s) {sorted(unknown)}")
-    preset["name"] = name
+    preset["name"] = preset_name(name)
     preset["config"] = resolve(preset.get("config") or {})
     for v in preset.get("variants", []):
         check_variant(v)
@@ -150,7 +165,7 @@ def preset_runs(preset, variants=None, seeds=None):
     grid = preset.get("grid") or [{}]
     runs = []
     for block in grid:
-        unknown = set(block) - {"name", "variants", "seeds", "axes"}
+        unknown = set(block) - {"name", "variants", "seeds", "axes", "priority"}  # priority: lcnn_core.campaign
         if unknown:
             raise ConfigError(f"preset {preset['name']}: unknown grid key(s) {sorted(unknown)}")
         axes = block.get("axes") or {}

@@ -15,6 +15,7 @@ Writes into the run directory (and copies to ``results/<preset>/<run>/``):
                       APGD-CE, APGD-CE + APGD-T and the strongest per image (lcnn_core.apgd)
     attacks.json      the same with the settings, the flags and the more-effort check
 """
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -42,8 +43,26 @@ def _eval_batches(data, n, batch_size):
     return list(Loader(data.x_test[idx], data.y_test[idx], batch_size))
 
 
+@contextlib.contextmanager
+def full_precision():
+    """TF32 off for matrix products and convolutions (restored afterwards): the small-m points of
+    gradient robustness and the Hessian norms are differences of nearly equal float32 numbers,
+    which TF32's 10-bit mantissa would floor."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def evaluate_run(run_dir, device="cpu", progress=True):
-    """Evaluate a finished run in place; returns the geometry dict."""
+    """Evaluate a finished run in place (float32, TF32 off); returns the geometry dict."""
+    with full_precision():
+        return _evaluate_run(run_dir, device, progress)
+
+
+def _evaluate_run(run_dir, device, progress):
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     model, cfg, data = load_run(run_dir, device)
@@ -82,7 +101,7 @@ def evaluate_run(run_dir, device="cpu", progress=True):
                  epochs=cfg["epochs"], seed=cfg["seed"], eval_samples=len(samples),
                  pgd_samples=sum(len(y) for _, y in pgd_batches))
     geometry.update(bound_grad=grad_bound, bound_hessian=hess_bound, proxy=paper_proxy(model), scale=scale,
-                    variant=cfg["variant"], provenance=provenance(device, eval_wall_time_s=None))
+                    variant=cfg["variant"], provenance=provenance(device, eval_wall_time_s=None, tf32=False))
     pgd.update(scale=scale, variant=cfg["variant"])
     write_json(pgd, run_dir / "pgd.json")
     if cfg["eval_apgd_samples"]:

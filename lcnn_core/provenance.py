@@ -48,8 +48,8 @@ def provenance(device=None, **extra):
     """Dict with git sha and dirty flag, versions, hardware, UTC time, plus ``extra``."""
     import numpy
     from . import __version__
-    # LCNN_GIT_SHA: for copies of the tree without .git (e.g. a remote GPU machine)
-    sha = _git("rev-parse", "HEAD") or os.environ.get("LCNN_GIT_SHA")
+    # LCNN_GIT_SHA: for copies of the tree without .git (e.g. a lent GPU machine); when set, it wins
+    sha = os.environ.get("LCNN_GIT_SHA") or _git("rev-parse", "HEAD")
     # results/ is excluded: a script that rewrites its own outputs must not mark its code dirty
     dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return dict(

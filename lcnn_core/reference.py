@@ -1,8 +1,9 @@
 """The published numbers we compare against (STUDY.md §4), as data.
 
 PAPER: Srinivas et al. 2022, CIFAR-100, ResNet-18, 200 epochs, mean +- std over two runs.
-TEAM:  the course team's replication, CIFAR-10, ResNet-18, 50 epochs, lambda = 1e-2
-       (their +- is a spread over samples, so only the means are kept).
+TEAM:  the course team's replication, CIFAR-10, ResNet-18 (their +- is a spread over samples, so
+       only the means are kept). Their slides say only "default configurations"; 50 epochs and
+       lambda = 1e-2 are this study's reading of the refactored code's defaults.
 PAPER_CIFAR10_CF: E C_f implied by the dashed lines of the paper's CIFAR-10 figure
        (read off a plot, +- 15 %).
 """
@@ -32,3 +33,15 @@ TEAM = {
     "gradreg":      dict(grad=1.44, hess=49.75, cf=32.83, acc=93.0),
     "lcnn_gradreg": dict(grad=0.90, hess=1.99, cf=2.16, acc=62.0),
 }
+
+# "At the same accuracy": the paper calls every model of its Table 1 comparably accurate, and the
+# farthest from Standard (CURE, 76.48 against 77.42) is 0.94 points away; so a difference within
+# 1 point is "the same accuracy" in the paper's own usage (tests/test_verdicts.py checks the table).
+ACC_TOLERANCE = 1.0  # accuracy points
+# "Only marginally more training time": the paper gives no number. Our reading: at most 15 % more
+# time per training step than Standard. A choice of this study, not the paper's.
+COST_LIMIT = 1.15  # time ratio model / Standard
+
+# Yao et al. 2018 (Hessian-based analysis of large-batch training), their MNIST model M1, batch 64 -> 2048:
+# top Hessian eigenvalue (Table/figure for M1), test accuracy %, and adversarial accuracy (Table 7, two eps).
+YAO_M1 = dict(batch=(64, 2048), top_eig=(0.49, 44.3), test_acc=(99.21, 98.99), adversarial=((0.53, 0.19), (0.85, 0.72)))

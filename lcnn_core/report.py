@@ -1,20 +1,24 @@
 """Read committed results (``results/<preset>/<run>/``) into tidy tables for the book.
 
-Pandas only (no torch), so the book's pages execute in seconds. The verdict rule is
-stated once here and printed in the book: our runs are smaller than the paper's and
-on other data, so values are not expected to match; we judge the *direction* of each
-effect relative to Standard, as the paper's claims are stated.
+Pandas only (no torch), so the book's pages execute in seconds. Every verdict comes from
+``lcnn_core.verdicts`` (one rule, stated there and printed in the book as ``verdicts.RULE``):
+our runs are smaller than the paper's and on other data, so values are not expected to match;
+each claim's effect relative to a baseline gets a confidence interval over seeds, and the
+verdict asks whether it lies on the paper's side. ``ledger`` collects one row per claim and scale.
 """
 import json
 from pathlib import Path  # noqa: F401  (re-exported for notebooks)
 
+import numpy as np
 import pandas as pd
 import yaml
 
+from . import verdicts
 from .config import TRAINING_VARIANTS, VARIANT_LABELS
-from .reference import PAPER, PAPER_CIFAR10_CF, TEAM
+from .reference import ACC_TOLERANCE, PAPER, PAPER_CIFAR10_CF, PAPER_PGD, PAPER_PGD_EPS, TEAM  # noqa: F401
 
-ACC_TOLERANCE = 2.0  # points of accuracy that count as "roughly unchanged"
+# Test-set sizes when a preset takes the whole test set (n_test: null); data.py's splits.
+TEST_IMAGES = {"mnist5k": 1000, "cifar10": 10000, "cifar10-jpeg": 10000, "cifar100": 10000}
 
 
 def results_root(start=None):
@@ -50,8 +54,9 @@ def run_row(d):
         accuracy=hist["test_acc"].iloc[-1], grad=geo["grad_norm_mean"],
         hess=geo["hess_norm_lanczos_mean"], hess_ref=geo["hess_norm_reference_mean"],
         cf=geo["curvature_lanczos_mean"], cf_ref=geo["curvature_reference_mean"],
-        eval_samples=geo["n_samples"], bound_hessian=geo["bound_hessian"], bound_grad=geo["bound_grad"],
-        mean_beta=geo["proxy"]["mean_beta"], sum_abs_log_gamma=geo["proxy"]["sum_abs_log_gamma"],
+        eval_samples=geo["n_samples"], pgd_samples=geo["scale"].get("pgd_samples"),
+        test_images=cfg.get("n_test") or TEST_IMAGES.get(cfg["dataset"]),
+        bound_hessian=geo["bound_hessian"], bound_grad=geo["bound_grad"], mean_beta=geo["proxy"]["mean_beta"], sum_abs_log_gamma=geo["proxy"]["sum_abs_log_gamma"],
         hardware=prov["hardware"], wall_time_s=prov["wall_time_s"], git_sha=prov.get("git_sha"),
     )
 
@@ -70,75 +75,10 @@ def summarise(runs, by=("variant", "lam", "epochs")):
     return out.sort_values(by="variant", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
-def select_lambda(summary, lam):
-    """Rows for one LCNN lambda: every variant without the LCNN penalty, and the LCNN
-    variants trained with ``lam``."""
-    keep = ~summary["variant"].isin(["lcnn", "lcnn_gradreg"]) | (summary["lam"] == lam)
-    return summary[keep].reset_index(drop=True)
-
-
 def fmt(mean, std=None, digits=2):
     if std is None or std != std:
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def verdict(ours_ratio, paper_ratio):
-    """Direction of an effect relative to Standard: both below 1 or both above 1."""
-    if ours_ratio != ours_ratio or paper_ratio != paper_ratio:
-        return "n/a"
-    return "ordering reproduced" if (ours_ratio < 1) == (paper_ratio < 1) else "not reproduced"
-
-
-def comparison(summary, metric="cf"):
-    """Paper | team | ours for one metric (grad, hess, cf) per variant, with ours / Standard,
-    the paper's / Standard, and the verdict on the direction."""
-    s = summary.set_index("variant")
-    base = s.loc["standard", f"{metric}_mean"] if "standard" in s.index else float("nan")
-    rows = []
-    for v, r in s.iterrows():
-        paper = PAPER.get(v, {}).get(metric)
-        team = TEAM.get(v, {}).get(metric)
-        ours_ratio = r[f"{metric}_mean"] / base
-        paper_ratio = paper[0] / PAPER["standard"][metric][0] if paper else float("nan")
-        rows.append({
-            "model": r["label"],
-            "paper (CIFAR-100)": fmt(*paper) if paper else "–",
-            "team (CIFAR-10)": fmt(team) if team is not None else "–",
-            "ours": fmt(r[f"{metric}_mean"], r[f"{metric}_std"]),
-            "ours / Standard": f"{ours_ratio:.2f}",
-            "paper / Standard": f"{paper_ratio:.2f}" if paper else "–",
-            "verdict": "baseline" if v == "standard" else verdict(ours_ratio, paper_ratio),
-        })
-    return pd.DataFrame(rows)
-
-
-def accuracy_comparison(summary):
-    """Accuracy per variant beside the paper's and team's, verdict: within ACC_TOLERANCE of Standard."""
-    s = summary.set_index("variant")
-    base = s.loc["standard", "accuracy_mean"]
-    rows = []
-    for v, r in s.iterrows():
-        drop = r["accuracy_mean"] - base
-        paper, team = PAPER.get(v, {}).get("acc"), TEAM.get(v, {}).get("acc")
-        rows.append({
-            "model": r["label"], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
-            "team (CIFAR-10)": fmt(team, digits=0) if team is not None else "–",
-            "ours %": fmt(r["accuracy_mean"], r["accuracy_std"], 1), "ours − Standard": f"{drop:+.1f}",
-            "verdict": "baseline" if v == "standard" else
-            ("reproduced (within 2 points)" if abs(drop) <= ACC_TOLERANCE else "not reproduced"),
-        })
-    return pd.DataFrame(rows)
-
-
-def ordering(summary, metric="cf", order=("standard", "lcnn", "lcnn_gradreg")):
-    """True if metric strictly decreases along ``order`` (the paper's E C_f ordering),
-    None if a model of ``order`` is missing."""
-    s = summary.set_index("variant")[f"{metric}_mean"]
-    if any(v not in s.index for v in order):
-        return None
-    vals = [s[v] for v in order]
-    return all(a > b for a, b in zip(vals, vals[1:]))
 
 
 def _per_run_csv(preset, root, filename, columns):
@@ -197,3 +137,315 @@ def linear_baseline(dataset, root=None):
 def styled(table, digits=2):
     """A table for the book: no positional index, `digits` decimals."""
     return table.style.hide(axis="index").format(precision=digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts: every claim's effect with its interval, from lcnn_core.verdicts.
+
+GEOMETRY_COLUMNS = {"cf": "curvature_lanczos", "hess": "hess_norm_lanczos", "grad": "grad_norm"}  # samples.csv
+METRIC_NAMES = {"cf": "E C_f", "hess": "E‖∇²f‖", "grad": "E‖∇f‖", "accuracy": "test accuracy %"}
+
+
+def lambda_runs(runs, lam=None):
+    """The runs of one LCNN lambda: every run without the LCNN penalty, and LCNN runs at ``lam``."""
+    if lam is None or runs.empty:
+        return runs
+    return runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)]
+
+
+def seed_values(runs, variant, column):
+    """One value of ``column`` per seed of ``variant`` (sorted by seed)."""
+    return runs[runs.variant == variant].sort_values("seed")[column].to_numpy(dtype=float)
+
+
+def image_values(runs, variant, metric, baseline="standard", root=None):
+    """(model, baseline) per-image values of a geometry metric on the shared test images, for a
+    single-seed interval; None unless each model has exactly one run with the same images."""
+    if metric not in GEOMETRY_COLUMNS:
+        return None
+    root = Path(root) if root else results_root()
+    frames = []
+    for v in (variant, baseline):
+        r = runs[runs.variant == v]
+        if len(r) != 1:
+            return None
+        f = root / r.iloc[0]["preset"] / r.iloc[0]["run"] / "samples.csv"
+        if not f.exists():
+            return None
+        frames.append(pd.read_csv(f))
+    a, b = frames
+    if len(a) != len(b) or not (a["label"].to_numpy() == b["label"].to_numpy()).all():
+        return None
+    return a[GEOMETRY_COLUMNS[metric]].to_numpy(float), b[GEOMETRY_COLUMNS[metric]].to_numpy(float)
+
+
+def paper_ratio(variant, metric, baseline="standard"):
+    """The paper's (CIFAR-100) mean of ``metric`` for ``variant`` over the baseline's."""
+    return PAPER[variant][metric][0] / PAPER[baseline][metric][0]
+
+
+def geometry_verdict(runs, variant, metric="cf", baseline="standard", root=None):
+    """Ratio model / baseline of a geometry metric over seeds, judged against the paper's ratio."""
+    return verdicts.compare(seed_values(runs, variant, metric), seed_values(runs, baseline, metric),
+                            paper=paper_ratio(variant, metric, baseline), scale="ratio",
+                            images=image_values(runs, variant, metric, baseline, root),
+                            n_images=int(runs["eval_samples"].iloc[0]))
+
+
+def accuracy_verdict(runs, variant, baseline="standard"):
+    """Accuracy difference model − baseline over seeds, judged for equivalence within ACC_TOLERANCE."""
+    paper = PAPER[variant]["acc"][0] - PAPER[baseline]["acc"][0]
+    n = runs["test_images"].iloc[0]
+    return verdicts.equivalent(seed_values(runs, variant, "accuracy"), seed_values(runs, baseline, "accuracy"),
+                               paper=paper, n_images=int(n) if n == n and n is not None else None)
+
+
+def _verdict_text(v):
+    return f"{v.outcome} ({v.reason})"
+
+
+def claim_table(runs, metric="cf", root=None):
+    """Paper | team | ours per variant for one geometry metric, with ours / Standard and its
+    95 % interval over seeds, the paper's / Standard, seeds, images, and the verdict."""
+    rows = []
+    for v in [v for v in TRAINING_VARIANTS if v in set(runs.variant)]:
+        vals = seed_values(runs, v, metric)
+        paper, team = PAPER.get(v, {}).get(metric), TEAM.get(v, {}).get(metric)
+        row = {"model": VARIANT_LABELS[v], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
+               "team (CIFAR-10)": fmt(team) if team is not None else "–",
+               "ours": fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None)}
+        if v == "standard" or "standard" not in set(runs.variant):
+            row.update({"ours / Standard (95% CI)": "–", "paper / Standard": "–", "seeds": str(len(vals)),
+                        "images": int(runs["eval_samples"].iloc[0]), "verdict": "baseline"})
+        else:
+            ver = geometry_verdict(runs, v, metric, root=root)
+            row.update({"ours / Standard (95% CI)": ver.interval(), "paper / Standard": f"{ver.paper:.2f}",
+                        "seeds": ver.seeds(), "images": ver.n_images, "verdict": _verdict_text(ver)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def accuracy_table(runs):
+    """Accuracy per variant beside the paper's and team's; ours − Standard with its interval, and
+    the equivalence verdict (within ± ACC_TOLERANCE points)."""
+    rows = []
+    for v in [v for v in TRAINING_VARIANTS if v in set(runs.variant)]:
+        vals = seed_values(runs, v, "accuracy")
+        paper, team = PAPER.get(v, {}).get("acc"), TEAM.get(v, {}).get("acc")
+        row = {"model": VARIANT_LABELS[v], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
+               "team (CIFAR-10)": fmt(team, digits=0) if team is not None else "–",
+               "ours %": fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None, 1)}
+        if v == "standard" or "standard" not in set(runs.variant):
+            row.update({"ours − Standard (95% CI)": "–", "seeds": str(len(vals)), "verdict": "baseline"})
+        else:
+            ver = accuracy_verdict(runs, v)
+            row.update({"ours − Standard (95% CI)": ver.interval(1), "seeds": ver.seeds(),
+                        "verdict": _verdict_text(ver)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def robustness_values(preset, runs, variant, root=None):
+    """Per seed: the geometric mean over noise magnitudes of the mean relative gradient change."""
+    rob = robustness(preset, root)
+    if rob.empty:
+        return np.array([])
+    rob = rob[rob.run.isin(runs[runs.variant == variant].run)]
+    return np.exp(rob.groupby("seed").relative_change_mean.apply(lambda s: np.log(s).mean())).to_numpy(float)
+
+
+def robustness_verdict(preset, runs, variant="lcnn", baseline="standard", root=None):
+    """Ratio model / baseline of the relative gradient change (geometric mean over magnitudes),
+    judged against the paper's CIFAR-10 figure (its implied E C_f ratio)."""
+    return verdicts.compare(robustness_values(preset, runs, variant, root), robustness_values(preset, runs, baseline, root),
+                            paper=PAPER_CIFAR10_CF[variant] / PAPER_CIFAR10_CF[baseline], scale="ratio",
+                            n_images=int(runs["eval_samples"].iloc[0]))
+
+
+PGD_EPS = 0.1  # the paper's headline attack strength (its text quotes this column)
+
+
+def pgd_values(preset, runs, variant, eps=PGD_EPS, root=None):
+    """Per seed: PGD accuracy (%) at ``eps``."""
+    df, _ = pgd(preset, root)
+    if df.empty:
+        return np.array([])
+    df = df[df.run.isin(runs[runs.variant == variant].run) & np.isclose(df.eps, eps)]
+    return df.sort_values("seed").accuracy.to_numpy(float)
+
+
+def pgd_verdict(preset, runs, variant="lcnn", baseline="standard", eps=PGD_EPS, root=None):
+    """PGD accuracy difference model − baseline at ``eps``, against the paper's (reference.PAPER_PGD)."""
+    i = PAPER_PGD_EPS.index(eps)
+    n = runs["pgd_samples"].iloc[0]
+    return verdicts.compare(pgd_values(preset, runs, variant, eps, root), pgd_values(preset, runs, baseline, eps, root),
+                            paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i],
+                            n_images=int(n) if n == n and n is not None else None)
+
+
+# The scales the ledger reads: (preset, LCNN lambda or None for all, short name).
+SCALES = [
+    ("cpu-default", None, "MNIST-5k, width 8, CPU"),
+    ("cifar10-jpeg-cpu", None, "CIFAR-10 JPEG 5k, width 8, CPU"),
+    ("h100-cifar10-jpeg", 1e-3, "CIFAR-10 JPEG, width 64, H100, λ = 1e-3"),
+]
+# The paper's claims as the book numbers them (intro.md), with the page that shows each.
+CLAIMS = {
+    1: "LCNNs have much lower curvature than a standard network, at the same accuracy",
+    2: "LCNNs have more robust input gradients",
+    3: "LCNNs are somewhat more robust to L2 PGD, without adversarial training",
+    4: "LCNN + GradReg has the lowest curvature, again at the same accuracy",
+    5: "LCNNs cost only marginally more training time",
+}
+
+
+def _ledger_row(claim, test, scale, v, page, digits=2):
+    paper = f"{v.paper:+.{digits}f}" if v.scale == "difference" else f"{v.paper:.{digits}f}"
+    why = v.reason + ("; the interval covers test-image noise only" if "image noise" in v.method else "")
+    return {"claim": claim, "test": test, "paper": paper, "ours (95% CI)": v.interval(digits),
+            "ours / paper": f"{v.relative:.2f}" + (" (log)" if v.scale == "ratio" else "") if np.isfinite(v.relative) else "–",
+            "scale": scale, "seeds": v.seeds(), "images": v.n_images if v.n_images is not None else "–",
+            "verdict": v.outcome, "why": why, "method": v.method, "page": page}
+
+
+def train_cost(root=None):
+    """{device: (table of step time per variant, benchmark json)} from results/benchmarks/train_step_*.json."""
+    root = Path(root) if root else results_root()
+    out = {}
+    for f in sorted((root / "benchmarks").glob("train_step_*.json")):
+        d = json.loads(f.read_text())
+        out[f.stem.removeprefix("train_step_")] = (pd.DataFrame(d["table"]), d)
+    return out
+
+
+def ledger(root=None):
+    """One row per claim and scale: the paper's effect, ours with its 95 % interval, ours / paper,
+    the scale, seeds, images, the verdict and why, and the page that shows it. Computed from
+    results/ on every call; scales whose results are missing are skipped."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for preset, lam, scale in SCALES:
+        if not (root / preset).is_dir():
+            continue
+        runs = lambda_runs(load_runs(preset, root), lam)
+        have = set(runs.variant)
+        if not {"standard", "lcnn"} <= have:
+            continue
+        rows.append(_ledger_row(1, "E C_f, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "cf", root=root), "geometry"))
+        rows.append(_ledger_row(1, "E‖∇²f‖, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "hess", root=root), "geometry"))
+        rows.append(_ledger_row(1, "accuracy, LCNN − Standard (points)", scale, accuracy_verdict(runs, "lcnn"), "geometry", 1))
+        if len(robustness_values(preset, runs, "lcnn", root)):
+            rows.append(_ledger_row(2, "relative gradient change, LCNN / Standard", scale,
+                                    robustness_verdict(preset, runs, root=root), "gradient_robustness"))
+        if len(pgd_values(preset, runs, "lcnn", root=root)):
+            rows.append(_ledger_row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale,
+                                    pgd_verdict(preset, runs, root=root), "adversarial", 1))
+        if "lcnn_gradreg" in have:
+            for other in ("lcnn", "gradreg"):
+                if other in have:
+                    rows.append(_ledger_row(4, f"E C_f, LCNN + GradReg / {VARIANT_LABELS[other]}", scale,
+                                            geometry_verdict(runs, "lcnn_gradreg", "cf", baseline=other, root=root), "geometry"))
+            rows.append(_ledger_row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
+                                    accuracy_verdict(runs, "lcnn_gradreg"), "geometry", 1))
+    for device, (table, meta) in train_cost(root).items():
+        if "width" not in table:
+            table = table.assign(width=meta["width"])
+        for width, t in table.groupby("width", sort=True):
+            t = t.set_index("variant")
+            col = "step_s" if "step_s" in t else "epoch_s"
+            if not {"standard", "lcnn"} <= set(t.index):
+                continue
+            rounds = "round_s" in t and all(isinstance(t.loc[v, "round_s"], list) for v in ("standard", "lcnn"))
+            if rounds:  # per-round times, interleaved: pair them
+                v = verdicts.bounded(t.loc["lcnn", "round_s"], t.loc["standard", "round_s"], paired=True)
+                why = v.reason
+            else:
+                v = verdicts.bounded([t.loc["lcnn", col]], [t.loc["standard", col]])
+                why = v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")
+            hw = meta["provenance"]["hardware"]
+            rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard",
+                                    f"{hw}, width {width}", v, "reproducing")
+                        | {"seeds": f"{v.n_seeds[0]} rounds" if rounds else "–", "images": "–",
+                           "paper": f"≤ {v.paper:g} (our reading)", "why": why})
+    return pd.DataFrame(rows)
+
+
+def _wall_time(d, prov):
+    """The wall time a result file records: training (wall_time_s), evaluation (eval_wall_time_s),
+    or a script's (settings.wall_time_s); None when it records none."""
+    for source in (prov, d, d.get("settings") if isinstance(d.get("settings"), dict) else {}):
+        for key in ("wall_time_s", "eval_wall_time_s"):
+            if isinstance(source.get(key), (int, float)):
+                return float(source[key])
+    return None
+
+
+def compute_used(root=None):
+    """One row per result file under results/ that carries provenance (a provenance*.json, or a
+    json with a ``provenance`` block: geometry.json's evaluation, the benchmarks, the linear
+    baseline): its wall time, hardware kind (CPU / GPU), git sha and dirty flag."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for f in sorted(root.rglob("*.json")):
+        d = json.loads(f.read_text())
+        if not isinstance(d, dict):
+            continue
+        prov = d if "git_sha" in d else d.get("provenance") if isinstance(d.get("provenance"), dict) else None
+        if prov is None:
+            continue
+        hw = prov.get("hardware") or prov.get("cpu") or ""
+        rows.append(dict(file=str(f.relative_to(root)), hardware=hw, wall_time_s=_wall_time(d, prov),
+                         git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty")))
+    df = pd.DataFrame(rows)
+    df["kind"] = np.where(df.hardware.str.contains("NVIDIA|CUDA", case=False, regex=True), "GPU", "CPU")
+    return df
+
+
+def compute_hours(root=None):
+    """Hours of wall time summed over compute_used(), by kind: {"CPU": h, "GPU": h}, plus the
+    number of files with no wall time and with an empty or dirty git state."""
+    df = compute_used(root)
+    hours = (df.groupby("kind").wall_time_s.sum() / 3600).to_dict()
+    return dict(cpu_hours=hours.get("CPU", 0.0), gpu_hours=hours.get("GPU", 0.0), files=len(df),
+                no_time=int(df.wall_time_s.isna().sum()), no_sha=int((df.git_sha.fillna("") == "").sum()),
+                dirty=int((df.git_dirty == True).sum()))  # noqa: E712  (None is neither)
+
+
+def run_times(preset, root=None):
+    """Per run of a preset: training and evaluation wall time (s) from provenance.json and
+    geometry.json, their total, variant and seed."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for f in sorted((root / preset).glob("*/provenance.json")):
+        prov = json.loads(f.read_text())
+        geo = f.parent / "geometry.json"
+        ev = json.loads(geo.read_text())["provenance"].get("eval_wall_time_s") if geo.exists() else None
+        rows.append(dict(run=f.parent.name, variant=prov.get("variant"), seed=prov.get("seed"),
+                         train_s=prov.get("wall_time_s"), eval_s=ev))
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["total_s"] = df.train_s + df.eval_s.fillna(0)
+    return df
+
+
+def ordering_verdict(runs, order=("standard", "lcnn", "lcnn_gradreg"), metric="cf", root=None):
+    """The paper's ordering metric(order[0]) > metric(order[1]) > ... as consecutive ratio claims.
+
+    Returns (text, steps): text completes "the ordering ... " ("holds: ...", "is not reproduced: ...",
+    "is inconclusive: ...", "cannot be tested: ..."); steps is a list of (later, earlier, Verdict)."""
+    missing = [VARIANT_LABELS[v] for v in order if v not in set(runs.variant)]
+    if missing:
+        return f"cannot be tested: no results for {', '.join(missing)}", []
+    steps = [(b, a, geometry_verdict(runs, b, metric, baseline=a, root=root)) for a, b in zip(order, order[1:])]
+
+    def say(b, a, v):
+        n = v.seeds()
+        return f"{VARIANT_LABELS[b]} / {VARIANT_LABELS[a]} = {v.interval()} ({n} seed{'' if n == '1' else 's'}, {v.outcome})"
+
+    outcomes = [v.outcome for _, _, v in steps]
+    detail = "; ".join(say(*s) for s in steps)
+    if all(o == "reproduced" for o in outcomes):
+        return f"holds: {detail}", steps
+    if "not reproduced" in outcomes:
+        return f"is not reproduced: {detail}", steps
+    return f"is inconclusive: {detail}", steps

@@ -50,6 +50,11 @@ class CheckpointError(ValueError):
     """An unreadable checkpoint or one that belongs to another configuration."""
 
 
+class DeadlineReached(Exception):
+    """``train(stop_at=...)`` stopped between epochs: the run is unfinished, its checkpoint kept.
+    Raised on every rank at once (the decision is collective), so torchrun's processes agree."""
+
+
 # ------------------------------------------------------------------ set-up
 def pick_device(cfg):
     if cfg["device"] == "auto":
@@ -233,12 +238,17 @@ def is_finished(run_dir):
     return (Path(run_dir) / "provenance.json").exists()
 
 
-def train(config, out="runs", preset="custom", name=None, resume=False, progress=True, log=print):
+def train(config, out="runs", preset="custom", name=None, resume=False, progress=True, log=print,
+          stop_at=None):
     """Train one run; returns its directory. ``config``: overrides of DEFAULTS (validated).
 
     A finished run (provenance.json present) is skipped; an unfinished one needs
     ``resume=True``. Bad input raises ConfigError / DataError / CheckpointError before
     anything is written. Under torchrun every rank calls this; rank 0 alone writes and logs.
+
+    ``stop_at`` (a ``time.time()`` value): before each epoch after the first of this call,
+    stop if the last epoch's duration would carry the next one past it, raising DeadlineReached;
+    the run is left unfinished with its checkpoint (``is_finished`` is False), ready for ``resume``.
     """
     ddp = distributed.context()
     if not ddp.is_main:
@@ -291,7 +301,13 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
     started = ckpt["started"] if ckpt is not None else now()
     t_start = time.perf_counter()
+    last_epoch_s = None  # the whole previous epoch: training, test pass, checkpoint
     for epoch in range(start_epoch, cfg["epochs"]):
+        if epoch > start_epoch:
+            last_epoch_s = time.perf_counter() - t0
+        if _past_deadline(stop_at, last_epoch_s, ddp, device):
+            raise DeadlineReached(f"{run_dir}: stopped before epoch {epoch + 1}/{cfg['epochs']} (deadline); "
+                                  "checkpoint kept, continue with --resume")
         net.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
@@ -352,6 +368,14 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
                       processes=ddp.world_size)
     write_text(pd.Series(prov).to_json(indent=2), run_dir / "provenance.json")
     return run_dir
+
+
+def _past_deadline(stop_at, last_epoch_s, ddp, device):
+    """True when another epoch of ``last_epoch_s`` seconds would end after ``stop_at`` (any rank)."""
+    if stop_at is None:
+        return False
+    late = time.time() + (last_epoch_s or 0.0) > stop_at
+    return not ddp.all_true(torch.tensor(not late, device=device))
 
 
 def load_run(run_dir, device="cpu"):

@@ -28,20 +28,47 @@ def test_report_tables_from_evaluated_runs(smoke_results):
     assert sorted(runs.variant) == ["lcnn", "lcnn_gradreg", "standard"]
     summary = report.summarise(runs)
     assert list(summary.variant) == ["standard", "lcnn", "lcnn_gradreg"]  # the paper's row order
-    table = report.comparison(summary, "cf")
+    table = report.claim_table(runs, "cf", smoke_results)
     assert table.loc[0, "verdict"] == "baseline"
-    assert set(table.verdict[1:]) <= {"ordering reproduced", "not reproduced"}
-    assert report.ordering(summary, "cf") in (True, False)
-    assert report.ordering(summary[summary.variant != "lcnn"], "cf") is None
+    # one seed per model: every verdict is inconclusive, and says why
+    assert all(v.startswith("inconclusive (only 1 seed") for v in table.verdict[1:])
+    assert list(table.seeds) == ["1", "1", "1"] and set(table.images) == {runs.eval_samples.iloc[0]}
+    acc = report.accuracy_table(runs)
+    assert all(v.startswith("inconclusive") for v in acc.verdict[1:])
+    text, steps = report.ordering_verdict(runs, root=smoke_results)
+    assert text.startswith("is inconclusive") and len(steps) == 2
+    assert report.ordering_verdict(runs[runs.variant != "lcnn"], root=smoke_results)[0].startswith("cannot be tested")
     for d in (smoke_results / "smoke").iterdir():
         prov = json.loads((d / "provenance.json").read_text())
         assert prov["preset"] == "smoke" and prov["wall_time_s"] > 0
 
 
-def test_verdict_rule():
-    assert report.verdict(0.3, 0.26) == "ordering reproduced"
-    assert report.verdict(1.4, 0.26) == "not reproduced"
-    assert report.verdict(float("nan"), 0.26) == "n/a"
+def test_ledger_on_the_committed_results():
+    """The summary page's ledger: one row per claim and scale, verdicts from lcnn_core.verdicts."""
+    from lcnn_core import verdicts
+    ledger = report.ledger()
+    assert set(ledger.claim) <= set(report.CLAIMS) and 1 in set(ledger.claim)
+    assert set(ledger.verdict) <= set(verdicts.OUTCOMES)
+    single = ledger[ledger.seeds == "1"]
+    assert (single.verdict == "inconclusive").all()  # a single seed never decides a claim
+    for _, row in ledger[ledger.claim != 5].iterrows():
+        assert row.scale in {s for _, _, s in report.SCALES} and row.page in {"geometry", "gradient_robustness", "adversarial"}
+    hours = report.compute_hours()
+    assert hours["cpu_hours"] > 0 and hours["files"] == len(report.compute_used())
+
+
+def test_ledger_rows_recompute_from_the_files(tmp_path):
+    """A ledger row is the verdict rule applied to the per-seed values in results/: recompute one by hand."""
+    import numpy as np
+    from lcnn_core import verdicts
+    runs = report.load_runs("cpu-default")
+    v = report.geometry_verdict(runs, "lcnn", "cf")
+    a = runs[runs.variant == "lcnn"].sort_values("seed").cf.to_numpy()
+    b = runs[runs.variant == "standard"].sort_values("seed").cf.to_numpy()
+    est, lo, hi, _ = verdicts.welch(np.log(a), np.log(b))
+    assert (v.estimate, v.low, v.high) == pytest.approx((np.exp(est), np.exp(lo), np.exp(hi)))
+    row = report.ledger().query("claim == 1 and test == 'E C_f, LCNN / Standard' and scale == 'MNIST-5k, width 8, CPU'")
+    assert row.verdict.item() == v.outcome and row.seeds.item() == str(len(a))
 
 
 @pytest.mark.parametrize("name", ["geometry", "gradient_robustness", "adversarial"])
@@ -78,3 +105,25 @@ def test_train_notebook_runs_locally_with_its_defaults(tmp_path):
     pm.execute_notebook(str(NOTEBOOKS / "train.ipynb"), str(out), kernel_name="python3", progress_bar=False,
                         cwd=str(tmp_path))
     assert (tmp_path / "results" / "smoke" / "lcnn-s0" / "geometry.json").exists()
+
+
+def test_ledger_reads_per_round_train_step_times(tmp_path):
+    """Claim 5's row from the benchmark's JSON: per-round times (paired interval) or medians only."""
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    prov = {"hardware": "CPU x86_64, 2 threads", "git_sha": "x", "git_dirty": False}
+    table = [dict(width=16, variant="standard", step_s=2.0, round_s=[2.0, 2.2, 2.6]),
+             dict(width=16, variant="lcnn", step_s=2.1, round_s=[2.1, 2.3, 2.7]),
+             dict(width=64, variant="standard", step_s=5.0, round_s=[5.0, 5.1]),
+             dict(width=64, variant="lcnn", step_s=9.0, round_s=[9.0, 9.3])]
+    (bench / "train_step_cpu.json").write_text(json.dumps(dict(width=16, rounds=3, provenance=prov, table=table)))
+    (bench / "train_step_cuda_epoch.json").write_text(json.dumps(dict(
+        width=64, rounds=10, provenance=prov | {"hardware": "NVIDIA H100"},
+        table=[dict(variant="standard", epoch_s=6.0), dict(variant="lcnn", epoch_s=17.0)])))
+    ledger = report.ledger(tmp_path).set_index("scale")
+    assert list(ledger.claim) == [5, 5, 5]
+    narrow, wide = ledger.loc["CPU x86_64, 2 threads, width 16"], ledger.loc["CPU x86_64, 2 threads, width 64"]
+    assert narrow.verdict == "reproduced" and narrow.seeds == "3 rounds"
+    assert wide.verdict == "not reproduced"
+    gpu = ledger.loc["NVIDIA H100, width 64"]
+    assert gpu.verdict == "not reproduced" and "no interval" in gpu.why and "median of 10 rounds" in gpu.why

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU campaign (issue 17) in one device call. Two steps:
+#
+#   scripts/gpu_campaign.sh prepare        # here, in the checkout the device call sends (clean tree)
+#   scripts/gpu_campaign.sh run [BUDGET]   # there: the device command (BUDGET seconds, default 480)
+#
+# prepare copies the CIFAR-10 JPEG archive to data/cifar10-jpeg.tar.gz (git-ignored; run points
+# LCNN_SHARED_DATA there), writes its md5 and the commit's sha to .gpu/campaign/, and puts pyautoattack's
+# code (without its 44 MB example model) in .gpu/campaign/site, because the device has no .git and
+# no pyautoattack. The device call then carries exactly those two paths:
+#
+#   run(command="bash scripts/gpu_campaign.sh run 480", timeout_s=570,
+#       carry=["data/cifar10-jpeg.tar.gz", ".gpu/campaign"])
+#
+# run verifies the archive, prints the GPU, and runs
+#   python -m lcnn_core campaign --preset gpu-campaign --budget BUDGET --concurrent auto --pack $OUT
+# which probes 1..4 processes sharing the GPU, plans, trains what fits, evaluates (TF32 off) and
+# packs $OUT/campaign-gpu-campaign.tar.gz (+ .md5); $OUT/campaign.log and $OUT/gpu.txt come back too.
+# Back here: python -m lcnn_core campaign --unpack <files_at>/campaign-gpu-campaign.tar.gz
+# CONCURRENT=3 (say) skips the probe; PRESET=... runs another campaign preset; TIMING="eval_s=60"
+# overrides planning estimates (campaign.DEFAULT_TIMINGS), e.g. when the evaluation was timed since.
+set -uo pipefail
+here=.gpu/campaign
+case "${1:-}" in
+prepare)
+  set -e
+  src=${ARCHIVE:-${LCNN_SHARED_DATA:-../shared/data}/cifar10-jpeg.tar.gz}
+  if [ -n "$(git status --porcelain --untracked-files=no -- . ':(exclude)results')" ]; then
+    echo "error: the tree has uncommitted changes; commit first so the sha names the code that runs" >&2
+    exit 2
+  fi
+  mkdir -p data "$here"
+  cp "$src" data/cifar10-jpeg.tar.gz
+  (cd data && md5sum cifar10-jpeg.tar.gz) >"$here/cifar10-jpeg.tar.gz.md5"
+  git rev-parse HEAD >"$here/GIT_SHA"
+  rm -rf "$here/site" && mkdir -p "$here/site"
+  pkg=$(python3 -c 'import os, pyautoattack; print(os.path.dirname(pyautoattack.__file__))' 2>/dev/null || true)
+  if [ -z "$pkg" ]; then
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" pyautoattack==0.2.0
+    (cd "$tmp" && python3 -m zipfile -e pyautoattack-*.whl .)
+    pkg=$tmp/pyautoattack
+  fi
+  cp -r "$pkg" "$here/site/pyautoattack" && rm -rf "$here/site/pyautoattack/examples" "$here/site/pyautoattack/__pycache__"
+  du -sh data/cifar10-jpeg.tar.gz "$here"
+  echo "ready: sha $(cat "$here/GIT_SHA"); carry data/cifar10-jpeg.tar.gz and $here"
+  ;;
+run)
+  budget=${2:-480}
+  OUT=${OUT:-/tmp/out}
+  mkdir -p "$OUT"
+  # LCNN_SHARED_DATA: where the loader looks for cifar10-jpeg.tar.gz (extracted once into data/)
+  export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$here/site" LCNN_SHARED_DATA="$PWD/data"
+  (cd data && md5sum -c "../$here/cifar10-jpeg.tar.gz.md5") || { echo "error: data/cifar10-jpeg.tar.gz missing or damaged" >&2; exit 2; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
+  python3 -m lcnn_core campaign --preset "${PRESET:-gpu-campaign}" --budget "$budget" \
+    --concurrent "${CONCURRENT:-auto}" --max-concurrent 4 --gpus 0 --pack "$OUT" \
+    --git-sha "$(cat "$here/GIT_SHA")" ${TIMING:+$(printf -- '--timing %s ' $TIMING)} 2>&1 | tee "$OUT/campaign.log"
+  ;;
+*)
+  echo "usage: $0 prepare | run [BUDGET_SECONDS]" >&2
+  exit 2
+  ;;
+esac
