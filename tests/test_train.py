@@ -225,6 +225,6 @@ def test_onecycle_rises_then_falls_and_old_checkpoints_are_refused(tmp_path):
         resolve(dict(lr_schedule="cosine"))
     run = tmp_path / "custom" / "lcnn-s0"
     run.mkdir(parents=True)
-    train_mod.atomic_save(dict(model={}, config=resolve(TINY), epoch=1), run / "checkpoint.pt")
+    train_mod.save_torch(dict(model={}, config=resolve(TINY), epoch=1), run / "checkpoint.pt")
     with pytest.raises(train_mod.CheckpointError, match="per-epoch"):
         train(TINY, out=tmp_path, resume=True, progress=False)
