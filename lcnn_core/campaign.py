@@ -79,8 +79,9 @@ DEFAULT_TIMINGS = {
     "epoch_scale": 1.0,              # x every epoch estimate: e.g. 0.5 once a speed-up halved the step time
                                      # of the code the measured histories came from
     "epoch_overhead_s": 1.0,         # per epoch beyond history.csv's epoch_time: the test pass, the checkpoint
-    "eval_s": 120,                   # one full-width model on 1,000 images, TF32 off (guess: 4 x the ~30 s
-                                     # of the committed H100 runs on 500 images with TF32 on)
+    "eval_s": 300,                   # one full-width model on 1,000 images, TF32 off (guess: 4 x the ~30 s
+                                     # of the committed H100 runs on 500 images with TF32 on, plus APGD-CE
+                                     # + APGD-T, 100 steps x (1 + 9 targets) x 3 eps, ~0.05 s per pass)
     "pack_s": 15,                    # writing campaign.json and the archive
 }
 # Time per epoch relative to an H100 (assumed, not measured here: the book's rough guess for a T4).
