@@ -1,0 +1,29 @@
+"""report.cost_table on made-up benchmark files: paired rounds give an interval and a verdict
+against the target; 'before' rows carry none; an old median-only file gives no interval."""
+import json
+
+from lcnn_core import report
+
+
+def _bench(tmp_path, name, table, **meta):
+    (tmp_path / "benchmarks").mkdir(exist_ok=True)
+    (tmp_path / "benchmarks" / f"train_step_{name}.json").write_text(
+        json.dumps(dict(meta, table=table, provenance=dict(hardware="test cpu", git_sha="abcdef0123"))))
+
+
+def test_cost_table_pairs_rounds_and_applies_each_target(tmp_path):
+    std = [1.0, 1.1, 0.9, 1.05, 0.95]
+    rows = [dict(width=16, variant="standard", step_s=1.0, round_s=std),
+            dict(width=16, variant="lcnn", step_s=1.02, round_s=[1.02 * s for s in std]),      # under 1.15
+            dict(width=16, variant="cure", step_s=6.0, round_s=[6.0 * s for s in std]),        # over 4
+            dict(width=16, variant="lcnn_before", step_s=1.3, round_s=[1.3 * s for s in std])]
+    _bench(tmp_path, "cpu", rows, rounds=5)
+    _bench(tmp_path, "cuda_epoch", [dict(variant="standard", epoch_s=6.0), dict(variant="lcnn", epoch_s=17.0)],
+           width=64, rounds=10)
+    t = report.cost_table(tmp_path).set_index(["device", "variant"])
+    assert t.loc[("cpu", "LCNN"), "against the target"] == "met"
+    assert t.loc[("cpu", "CURE"), "against the target"] == "missed"
+    assert t.loc[("cpu", "LCNN (before the speed work)"), "against the target"] == "–"
+    assert t.loc[("cpu", "LCNN"), "× Standard (95% CI)"].startswith("1.02 [")
+    assert "no interval" in t.loc[("cuda_epoch", "LCNN"), "× Standard (95% CI)"]
+    assert t.loc[("cuda_epoch", "LCNN"), "against the target"] == "missed"
