@@ -7,7 +7,6 @@ each claim's effect relative to a baseline gets a confidence interval over seeds
 verdict asks whether it lies on the paper's side. ``ledger`` collects one row per claim and scale.
 """
 import json
-import math
 from pathlib import Path  # noqa: F401  (re-exported for notebooks)
 
 import numpy as np
@@ -319,6 +318,28 @@ def train_cost(root=None):
     return out
 
 
+def cost_ratios(root=None):
+    """Every benchmarked variant against Standard of the same run and width: yields (device,
+    width, variant, verdict, paired, col, meta), the verdict from ``verdicts.bounded`` against
+    ``reference.COST_TARGETS`` (paired over interleaved rounds where the benchmark kept them;
+    a variant without a target is compared with 1). The ledger's claim 5 and ``cost_table``
+    both read it."""
+    for device, (table, meta) in train_cost(root).items():
+        col = "step_s" if "step_s" in table else "epoch_s"
+        if "width" not in table:
+            table = table.assign(width=meta.get("width"))
+        for width, t in table.groupby("width", sort=True):
+            t = t.set_index("variant")
+            if "standard" not in t.index:
+                continue
+            for variant in t.index.drop("standard"):
+                paired = "round_s" in t and all(isinstance(t.loc[v, "round_s"], list) for v in (variant, "standard"))
+                values = "round_s" if paired else col
+                model, ref = ([t.loc[v, values]] if not paired else t.loc[v, values] for v in (variant, "standard"))
+                limit = COST_TARGETS.get(variant.removesuffix("_before"), 1.0)
+                yield device, int(width), variant, verdicts.bounded(model, ref, limit=limit, paired=paired), paired, col, meta
+
+
 def ledger(root=None):
     """One row per claim and scale: the paper's effect, ours with its 95 % interval, ours / paper,
     the scale, seeds, images, the verdict and why, and the page that shows it. Computed from
@@ -348,26 +369,15 @@ def ledger(root=None):
                                             geometry_verdict(runs, "lcnn_gradreg", "cf", baseline=other, root=root), "geometry"))
             rows.append(_ledger_row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
                                     accuracy_verdict(runs, "lcnn_gradreg"), "geometry", 1))
-    for device, (table, meta) in train_cost(root).items():
-        if "width" not in table:
-            table = table.assign(width=meta["width"])
-        for width, t in table.groupby("width", sort=True):
-            t = t.set_index("variant")
-            col = "step_s" if "step_s" in t else "epoch_s"
-            if not {"standard", "lcnn"} <= set(t.index):
-                continue
-            rounds = "round_s" in t and all(isinstance(t.loc[v, "round_s"], list) for v in ("standard", "lcnn"))
-            if rounds:  # per-round times, interleaved: pair them
-                v = verdicts.bounded(t.loc["lcnn", "round_s"], t.loc["standard", "round_s"], paired=True)
-                why = v.reason
-            else:
-                v = verdicts.bounded([t.loc["lcnn", col]], [t.loc["standard", col]])
-                why = v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")
-            hw = meta["provenance"]["hardware"]
-            rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard",
-                                    f"{hw}, width {width}", v, "reproducing")
-                        | {"seeds": f"{v.n_seeds[0]} rounds" if rounds else "–", "images": "–",
-                           "paper": f"≤ {v.paper:g} (our reading)", "why": why})
+    for device, width, variant, v, paired, col, meta in cost_ratios(root):
+        if variant != "lcnn":
+            continue
+        why = v.reason if paired else v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")
+        hw = meta["provenance"]["hardware"]
+        rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard",
+                                f"{hw}, width {width}", v, "reproducing")
+                    | {"seeds": f"{v.n_seeds[0]} rounds" if paired else "–", "images": "–",
+                       "paper": f"≤ {v.paper:g} (our reading)", "why": why})
     return pd.DataFrame(rows)
 
 
@@ -381,29 +391,16 @@ def cost_table(root=None):
     benchmark kept them), the hardware and the benchmark's git sha. ``*_before`` rows (the code
     before the speed work, measured in the same run) carry no verdict."""
     rows = []
-    for device, (table, meta) in train_cost(root).items():
-        col = "step_s" if "step_s" in table else "epoch_s"
-        if "width" not in table:
-            table = table.assign(width=meta.get("width"))
-        for width, t in table.groupby("width", sort=True):
-            t = t.set_index("variant")
-            if "standard" not in t.index:
-                continue
-            for variant in t.index.drop("standard"):
-                paired = "round_s" in t and isinstance(t.loc[variant, "round_s"], list)
-                base = variant.removesuffix("_before")
-                limit = COST_TARGETS.get(base, math.nan)
-                model = t.loc[variant, "round_s"] if paired else [t.loc[variant, col]]
-                ref = t.loc["standard", "round_s"] if paired else [t.loc["standard", col]]
-                v = verdicts.bounded(model, ref, limit=limit if math.isfinite(limit) else 1.0, paired=paired)
-                before = variant.endswith("_before")
-                rows.append({"device": device, "width": int(width),
-                             "variant": VARIANT_LABELS.get(base, base) + (" (before the speed work)" if before else ""),
-                             "× Standard (95% CI)": v.interval(), "target": "–" if before else f"≤ {limit:g}",
-                             "against the target": "–" if before else TARGET_WORDS[v.outcome],
-                             "rounds": len(model) if paired else meta.get("rounds"),
-                             "hardware": meta["provenance"]["hardware"],
-                             "sha": (meta["provenance"].get("git_sha") or "–")[:7]})
+    for device, width, variant, v, paired, col, meta in cost_ratios(root):
+        base = variant.removesuffix("_before")
+        before = variant != base
+        rows.append({"device": device, "width": width,
+                     "variant": VARIANT_LABELS.get(base, base) + (" (before the speed work)" if before else ""),
+                     "× Standard (95% CI)": v.interval(), "target": "–" if before else f"≤ {v.paper:g}",
+                     "against the target": "–" if before else TARGET_WORDS[v.outcome],
+                     "rounds": v.n_seeds[0] if paired else meta.get("rounds"),
+                     "hardware": meta["provenance"]["hardware"],
+                     "sha": (meta["provenance"].get("git_sha") or "–")[:7]})
     return pd.DataFrame(rows)
 
 
