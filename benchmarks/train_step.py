@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from lcnn_core import layers
 from lcnn_core.config import resolve
 from lcnn_core.data import Loader, load_dataset
+from lcnn_core.oracles import bn_then_factor_forward, composite_softplus_forward
 from lcnn_core.provenance import provenance
 from lcnn_core.train import amp_dtype, compiled, model_for_shape, optimizer_for, training_loss
 
@@ -65,24 +66,13 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-# ----------------------------------------------------------------- the code before, for the same-run "before" rows
-def _composite_softplus(self, x):
-    b = self.b
-    return (F.softplus(b * x) - layers.LOG2) / b
-
-
-def _bn_then_factor(self, x):
-    factor = torch.clamp(self.gamma * self.scale(), max=1.0)
-    return torch.nn.BatchNorm2d.forward(self, x) * factor
-
-
 class _Before:
     """Context: the layers' and the adversarial step's code as it was before the speed work."""
 
     def __enter__(self):
         self.saved = (layers.CenteredSoftplus.forward, layers.ClippedBatchNorm2d.forward)
-        layers.CenteredSoftplus.forward = _composite_softplus
-        layers.ClippedBatchNorm2d.forward = _bn_then_factor
+        layers.CenteredSoftplus.forward = composite_softplus_forward
+        layers.ClippedBatchNorm2d.forward = bn_then_factor_forward
 
     def __exit__(self, *exc):
         layers.CenteredSoftplus.forward, layers.ClippedBatchNorm2d.forward = self.saved

@@ -6,8 +6,12 @@ for the tests and the benchmarks to check the estimators against.
   l(x, y) = CE(model(x), y) for one input, and ``exact_input_hessian_norm`` its max |eigenvalue|;
 * ``dense_input_hessian_norm``: the same norm from Hessian columns H e_i taken by double
   backward on ``chunk`` copies of x at a time (memory bounded: a 3072-dim ResNet input), in
-  the model's dtype, symmetrised, then eigvalsh in float64.
+  the model's dtype, symmetrised, then eigvalsh in float64;
+* ``composite_softplus_forward``, ``bn_then_factor_forward``: the LCNN activation and clipped
+  batch norm as plain formulas (the fused training path's reference).
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -49,3 +53,18 @@ def dense_input_hessian_norm(model, x, y, chunk=256):
         cols.append(hv.reshape(k, n).detach())
     h = torch.cat(cols).double()
     return float(torch.linalg.eigvalsh((h + h.T) / 2).abs().max())
+
+
+# ---------------------------------------------------------------- the LCNN layers before the speed work
+def composite_softplus_forward(act, x):
+    """CenteredSoftplus as the formula reads, (softplus(b x) - log 2) / b, differentiated op by
+    op by autograd: the reference the fused training path is checked and benchmarked against."""
+    b = act.b
+    return (F.softplus(b * x) - math.log(2.0)) / b
+
+
+def bn_then_factor_forward(bn, x):
+    """ClippedBatchNorm2d as it was: plain batch norm without affine, then a separate product
+    with the clip factor min(1, gamma * min_c sqrt(running_var_c + eps))."""
+    factor = torch.clamp(bn.gamma * bn.scale(), max=1.0)
+    return torch.nn.BatchNorm2d.forward(bn, x) * factor

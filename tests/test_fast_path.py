@@ -16,22 +16,14 @@ from lcnn_core import layers
 from lcnn_core.config import TRAINING_VARIANTS, resolve
 from lcnn_core.layers import CenteredSoftplus, ClippedBatchNorm2d, SNConv2d, centered_softplus, frozen
 from lcnn_core.models import small_cnn
+from lcnn_core.oracles import bn_then_factor_forward as reference_bn_forward
+from lcnn_core.oracles import composite_softplus_forward as reference_act_forward
 from lcnn_core.train import compiled, model_for_shape, training_loss
 
 
 def composite_softplus(x, b):
     """The formula as written in STUDY.md, differentiated op by op by autograd."""
     return (F.softplus(b * x) - math.log(2.0)) / b
-
-
-def reference_bn_forward(self, x):
-    """The clipped batch norm as it was: plain BN without affine, then times the factor."""
-    factor = torch.clamp(self.gamma * self.scale(), max=1.0)
-    return torch.nn.BatchNorm2d.forward(self, x) * factor
-
-
-def reference_act_forward(self, x):
-    return composite_softplus(x, self.b)
 
 
 def test_fused_softplus_passes_gradcheck_and_gradgradcheck():
