@@ -94,20 +94,19 @@ def test_power_readouts_are_lower_bounds_on_dense_norm(name, method):
         assert (est.iterations == 10).all() and est.hvps == 10
 
 
-def test_lanczos_on_true_class_logit_matches_dense_eigvalsh():
+@pytest.mark.parametrize("output", ["logit", "margin"])
+def test_lanczos_on_a_logit_output_matches_dense_eigvalsh(output):
     model = _small_cnn("softplus")
     x, y = _batch(4)
-    exact = dense_hessian_norms(model, x, y, output="logit")
-    est = input_hessian_norm(model, x, y, output="logit")
+    exact = dense_hessian_norms(model, x, y, output=output)
+    est = input_hessian_norm(model, x, y, output=output)
     assert ((est.norm / exact - 1).abs() <= 0.01).all()
 
 
-def test_lanczos_on_the_margin_matches_dense_eigvalsh_and_its_gradient_finite_differences():
+def test_margin_gradient_matches_finite_differences_and_the_geometry_row():
     model = _small_cnn("softplus")
     x, y = _batch(4)
-    exact = dense_hessian_norms(model, x, y, output="margin")
     est = input_hessian_norm(model, x, y, output="margin")
-    assert ((est.norm / exact - 1).abs() <= 0.01).all()
     g = input_gradient_norm(model, x, y, output="margin")
     for i in range(2):  # directional finite difference along a random unit vector
         u = torch.randn_like(x[i])
