@@ -181,8 +181,11 @@ def training_loss(model, x, y, cfg):
     if spec["adversarial"]:
         from .attacks import pgd_l2
         with frozen(model):  # the current sigma and running statistics; converging them per batch is waste
+            # a fresh random start per batch, drawn from the run's global generator (seeded by
+            # the run, saved in its checkpoint, so a resumed run draws the same starts)
+            start_seed = int(torch.randint(2**31 - 1, ()))
             x = pgd_l2(model, x, y, eps=cfg["adv_eps"], steps=cfg["adv_steps"], step_size=cfg["adv_step"],
-                       check=False)
+                       seed=start_seed, check=False)
     needs_grad = spec["gradreg"] or spec["cure"]
     if needs_grad:  # one forward for the loss and the per-sample input gradients it penalises
         grad, losses, logits, x = input_gradients(model, x, y, create_graph=True, check=False)

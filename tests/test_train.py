@@ -19,7 +19,7 @@ def _weights(run_dir):
     return torch.load(run_dir / "model.pt", weights_only=False)["model"]
 
 
-@pytest.mark.parametrize("variant, schedule", [("lcnn", "multistep"), ("lcnn_gradreg", "multistep"),
+@pytest.mark.parametrize("variant, schedule", [("lcnn", "multistep"), ("lcnn_gradreg", "multistep"), ("adv", "multistep"),
                                                ("standard", "onecycle")])
 def test_resume_after_interruption_gives_identical_final_weights(tmp_path, monkeypatch, variant, schedule):
     cfg = dict(TINY, variant=variant, lr_schedule=schedule)  # 2 epochs x 3 steps: drops inside epoch 2
@@ -228,3 +228,29 @@ def test_onecycle_rises_then_falls_and_old_checkpoints_are_refused(tmp_path):
     train_mod.save_torch(dict(model={}, config=resolve(TINY), epoch=1), run / "checkpoint.pt")
     with pytest.raises(train_mod.CheckpointError, match="per-epoch"):
         train(TINY, out=tmp_path, resume=True, progress=False)
+
+
+def test_adversarial_training_draws_a_new_random_start_each_batch(monkeypatch):
+    """Each batch's PGD start is new (not seed 0 every time), and the run's seed fixes the sequence."""
+    from lcnn_core import attacks
+    from lcnn_core.models import build_model
+    seen = []
+    real = attacks.pgd_l2
+
+    def spy(*args, seed=0, **kw):
+        seen.append(seed)
+        return real(*args, seed=seed, **kw)
+
+    monkeypatch.setattr(attacks, "pgd_l2", spy)
+    cfg = resolve(dict(TINY, variant="adv"))
+    model = build_model("small_cnn", "standard", 10, 3, 1, 28)
+    x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(cfg["seed"])
+        seen.clear()
+        for _ in range(3):
+            train_mod.training_loss(model, x, y, cfg)
+        runs.append(list(seen))
+    assert len(set(runs[0])) == 3
+    assert runs[0] == runs[1]
