@@ -369,6 +369,8 @@ def extract(archive, dest):
                 top = inner[0]
         if not (top / "train").is_dir():
             raise DataError(f"archive {archive} has no train/ folder at its top level")
+        if (dest / "train").is_dir():
+            return dest  # another process (a parallel run on a fresh machine) extracted it first
         if dest.exists():
             dest.rmdir()
         os.replace(top, dest)

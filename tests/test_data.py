@@ -231,6 +231,28 @@ def test_cifar10_jpeg_extracts_archive_in_cifar_label_order(tmp_path, top):
     assert (tmp_path / "data" / "cifar10-jpeg.npz").is_file()
 
 
+def test_two_processes_extracting_at_once_both_succeed(tmp_path, monkeypatch):
+    """Parallel runs on a fresh machine: the one that finishes second keeps the first's folder."""
+    src = tmp_path / "src"
+    make_image_folder(src, data.CIFAR10_CLASSES, h=3, w=3, per_class=1)
+    archive, dest = tmp_path / "jpeg.tar.gz", tmp_path / "data" / "cifar10-jpeg"
+    with tarfile.open(archive, "w:gz") as tf:
+        for split in ("train", "test"):
+            tf.add(src / split, arcname=split)
+    real, calls = tarfile.TarFile.extractall, []
+
+    def racing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            data.extract(archive, dest)  # the other process extracts and renames first
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", racing)
+    assert data.extract(archive, dest) == dest and len(calls) == 2
+    assert sorted(p.name for p in dest.iterdir()) == ["test", "train"]
+    assert not list(dest.parent.glob("*.part*"))
+
+
 def test_cifar10_jpeg_without_images_or_archive_says_where_to_put_them(tmp_path, monkeypatch):
     monkeypatch.setenv("LCNN_SHARED_DATA", str(tmp_path / "absent"))
     with pytest.raises(DataError, match=r"no images at .*cifar10-jpeg and no .*absent.*set LCNN_SHARED_DATA"):
