@@ -54,6 +54,9 @@ def run_row(d):
         accuracy=hist["test_acc"].iloc[-1], grad=geo["grad_norm_mean"],
         hess=geo["hess_norm_lanczos_mean"], hess_ref=geo["hess_norm_reference_mean"],
         cf=geo["curvature_lanczos_mean"], cf_ref=geo["curvature_reference_mean"],
+        # C_f of the true-class logit and of the margin (NaN for runs evaluated before they were measured)
+        cf_logit=geo.get("curvature_logit_mean", np.nan), cf_margin=geo.get("curvature_margin_mean", np.nan),
+        grad_logit=geo.get("by_output", {}).get("logit", {}).get("grad_norm_mean", np.nan),
         eval_samples=geo["n_samples"], pgd_samples=geo["scale"].get("pgd_samples"),
         test_images=cfg.get("n_test") or TEST_IMAGES.get(cfg["dataset"]),
         bound_hessian=geo["bound_hessian"], bound_grad=geo["bound_grad"], mean_beta=geo["proxy"]["mean_beta"], sum_abs_log_gamma=geo["proxy"]["sum_abs_log_gamma"],
@@ -142,8 +145,12 @@ def styled(table, digits=2):
 # ---------------------------------------------------------------------------------------------
 # Verdicts: every claim's effect with its interval, from lcnn_core.verdicts.
 
-GEOMETRY_COLUMNS = {"cf": "curvature_lanczos", "hess": "hess_norm_lanczos", "grad": "grad_norm"}  # samples.csv
-METRIC_NAMES = {"cf": "E C_f", "hess": "E‖∇²f‖", "grad": "E‖∇f‖", "accuracy": "test accuracy %"}
+GEOMETRY_COLUMNS = {"cf": "curvature_lanczos", "hess": "hess_norm_lanczos", "grad": "grad_norm",  # samples.csv
+                    "cf_logit": "curvature_lanczos_logit", "cf_margin": "curvature_lanczos_margin"}
+METRIC_NAMES = {"cf": "E C_f", "hess": "E‖∇²f‖", "grad": "E‖∇f‖", "accuracy": "test accuracy %",
+                "cf_logit": "E C_f (true-class logit)", "cf_margin": "E C_f (margin)"}
+# C_f of three outputs f (metrics.py): the loss, the true-class logit z_y, the margin z_y - max_{j≠y} z_j.
+OUTPUTS = {"cf": "loss", "cf_logit": "logit", "cf_margin": "margin"}
 
 
 def lambda_runs(runs, lam=None):
@@ -180,7 +187,12 @@ def image_values(runs, variant, metric, baseline="standard", root=None):
 
 
 def paper_ratio(variant, metric, baseline="standard"):
-    """The paper's (CIFAR-100) mean of ``metric`` for ``variant`` over the baseline's."""
+    """The paper's (CIFAR-100) mean of ``metric`` for ``variant`` over the baseline's. The paper
+    measures C_f on the loss only, so the logit and margin readouts are judged against its loss
+    ratio; a variant the paper does not train (an LCNN component alone, LCNN at lambda = 0) is
+    judged against the full LCNN's ratio: does it reproduce LCNN's effect?"""
+    metric = "cf" if metric in OUTPUTS else metric
+    variant = variant if variant in PAPER else "lcnn"
     return PAPER[variant][metric][0] / PAPER[baseline][metric][0]
 
 
@@ -194,7 +206,7 @@ def geometry_verdict(runs, variant, metric="cf", baseline="standard", root=None)
 
 def accuracy_verdict(runs, variant, baseline="standard"):
     """Accuracy difference model − baseline over seeds, judged for equivalence within ACC_TOLERANCE."""
-    paper = PAPER[variant]["acc"][0] - PAPER[baseline]["acc"][0]
+    paper = PAPER.get(variant, PAPER["lcnn"])["acc"][0] - PAPER[baseline]["acc"][0]
     n = runs["test_images"].iloc[0]
     return verdicts.equivalent(seed_values(runs, variant, "accuracy"), seed_values(runs, baseline, "accuracy"),
                                paper=paper, n_images=int(n) if n == n and n is not None else None)
@@ -283,10 +295,107 @@ def pgd_verdict(preset, runs, variant="lcnn", baseline="standard", eps=PGD_EPS, 
                             n_images=int(n) if n == n and n is not None else None)
 
 
+def output_table(runs, root=None):
+    """E C_f of the three outputs (loss, true-class logit, margin) per variant, mean ± std over
+    seeds, with each output's ours / Standard and its verdict; E‖∇ z_y‖ shows the logit scale.
+    Variants without the logit and margin readouts (evaluated before they existed) are dropped."""
+    runs = runs[runs.cf_logit.notna()] if "cf_logit" in runs else runs.iloc[:0]
+    rows = []
+    for v in [v for v in TRAINING_VARIANTS if v in set(runs.variant)]:
+        row = {"model": VARIANT_LABELS[v], "seeds": str(runs[runs.variant == v].seed.nunique())}
+        for metric, out in OUTPUTS.items():
+            vals = seed_values(runs, v, metric)
+            row[f"E C_f {out}"] = fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None)
+            if v != "standard" and "standard" in set(runs.variant):
+                ver = geometry_verdict(runs, v, metric, root=root)
+                row[f"{out}: / Standard (95% CI)"] = f"{ver.interval()}, {ver.outcome}"
+            else:
+                row[f"{out}: / Standard (95% CI)"] = "–"
+        g = seed_values(runs, v, "grad_logit")
+        row["E‖∇z_y‖"] = fmt(g.mean(), digits=3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# LCNN's parts, each alone, beside the full LCNN with and without its penalty (issue 18).
+COMPONENTS = ("standard", "lcnn", "lcnn_nopen", "csoftplus", "snconv", "clipbn", "softplus_wd")
+
+
+def component_table(runs, root=None):
+    """What lowers curvature: per variant of ``COMPONENTS`` present, accuracy and E C_f (loss and
+    logit) with ours / Standard and the verdict against the paper's LCNN / Standard ratio."""
+    have = set(runs.variant)
+    rows = []
+    for v in [v for v in COMPONENTS if v in have]:
+        acc = seed_values(runs, v, "accuracy")
+        row = {"model": VARIANT_LABELS[v], "seeds": str(len(acc)),
+               "accuracy %": fmt(acc.mean(), acc.std(ddof=1) if len(acc) > 1 else None, 1)}
+        for metric in ("cf", "cf_logit"):
+            name = OUTPUTS[metric]
+            vals = seed_values(runs, v, metric)
+            row[f"E C_f {name}"] = fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None)
+            if v == "standard" or "standard" not in have or not np.isfinite(vals).all():
+                row[f"{name}: / Standard (95% CI)"], row[f"{name} verdict"] = "–", "–"
+            else:
+                ver = geometry_verdict(runs, v, metric, root=root)
+                row[f"{name}: / Standard (95% CI)"], row[f"{name} verdict"] = ver.interval(), ver.outcome
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def strong_attacks(preset, root=None):
+    """Robust accuracy (%) per run and eps under our PGD, APGD-CE, APGD-CE + APGD-T and the
+    strongest (attacks.json, ``lcnn_core.apgd``), long format with the run's masking flags,
+    and the attack settings of the first run (None when no run has attacks.json)."""
+    root = Path(root) if root else results_root()
+    rows, settings = [], None
+    for f in sorted((root / preset).glob("*/attacks.json")):
+        d = json.loads(f.read_text())
+        cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
+        settings = settings or dict(d["settings"], n_samples=d["n_samples"])
+        flags = d.get("flags", {})
+        for r in d["table"]:
+            rows.append(dict(variant=cfg["variant"], label=VARIANT_LABELS[cfg["variant"]], seed=cfg["seed"],
+                             run=f.parent.name, n_samples=d["n_samples"], clean=d["clean_accuracy"],
+                             masking_suspected=bool(flags.get("masking_suspected", False)), **r))
+    return pd.DataFrame(rows), settings
+
+
+def strong_attack_table(preset, root=None):
+    """Per variant and eps: mean over seeds of each attack's robust accuracy (%), the strongest
+    first, with seeds, images per seed and whether any seed's curve was flagged as masked."""
+    df, _ = strong_attacks(preset, root)
+    if df.empty:
+        return df
+    order = {v: i for i, v in enumerate(TRAINING_VARIANTS)}
+    g = df.groupby(["variant", "eps"], sort=False)
+    out = g[["strongest", "apgd_t", "apgd_ce", "pgd"]].mean().round(1)
+    out["seeds"] = g.seed.nunique()
+    out["images"] = g.n_samples.first()
+    out["masking flagged"] = g.masking_suspected.any().map({True: "yes", False: "no"})
+    out = out.reset_index()
+    out.insert(0, "model", out.variant.map(VARIANT_LABELS))
+    out = out.sort_values(["variant", "eps"], key=lambda c: c.map(order) if c.name == "variant" else c, kind="stable")
+    return out.drop(columns="variant").rename(columns={
+        "strongest": "strongest %", "apgd_t": "APGD-CE + T %", "apgd_ce": "APGD-CE %", "pgd": "our PGD %"}).reset_index(drop=True)
+
+
+def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None):
+    """Strongest-attack accuracy difference model − baseline at ``eps`` over seeds. The paper
+    reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick."""
+    df, _ = strong_attacks(preset, root)
+    df = df[np.isclose(df.eps, eps)]
+    vals = [df[df.variant == v].sort_values("seed").strongest.to_numpy(float) for v in (variant, baseline)]
+    i = PAPER_PGD_EPS.index(PGD_EPS)
+    n = int(df.n_samples.iloc[0]) if len(df) else None
+    return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i], n_images=n)
+
+
 # The scales the ledger reads: (preset, LCNN lambda or None for all, short name).
 SCALES = [
     ("cpu-default", None, "MNIST-5k, width 8, CPU"),
     ("cifar10-jpeg-cpu", None, "CIFAR-10 JPEG 5k, width 8, CPU"),
+    ("cifar10-jpeg-cpu16", None, "CIFAR-10 JPEG 10k, width 16, CPU"),
     ("h100-cifar10-jpeg", 1e-3, "CIFAR-10 JPEG, width 64, H100, λ = 1e-3"),
 ]
 # The paper's claims as the book numbers them (intro.md), with the page that shows each.
@@ -354,6 +463,9 @@ def ledger(root=None):
         if not {"standard", "lcnn"} <= have:
             continue
         rows.append(_ledger_row(1, "E C_f, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "cf", root=root), "geometry"))
+        if runs[runs.variant.isin(["standard", "lcnn"])].cf_logit.notna().all():
+            rows.append(_ledger_row(1, "E C_f of the true-class logit, LCNN / Standard", scale,
+                                    geometry_verdict(runs, "lcnn", "cf_logit", root=root), "geometry"))
         rows.append(_ledger_row(1, "E‖∇²f‖, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "hess", root=root), "geometry"))
         rows.append(_ledger_row(1, "accuracy, LCNN − Standard (points)", scale, accuracy_verdict(runs, "lcnn"), "geometry", 1))
         if len(robustness_values(preset, runs, "lcnn", root)):
@@ -362,6 +474,12 @@ def ledger(root=None):
         if len(pgd_values(preset, runs, "lcnn", root=root)):
             rows.append(_ledger_row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale,
                                     pgd_verdict(preset, runs, root=root), "adversarial", 1))
+        strong, _ = strong_attacks(preset, root)
+        strong = strong[strong.run.isin(runs.run)] if len(strong) else strong
+        if len(strong) and {"standard", "lcnn"} <= set(strong.variant):
+            eps = float(strong[strong.eps > 0].eps.min())  # the smallest eps of the strong grid: where models differ most
+            rows.append(_ledger_row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)", scale,
+                                    strong_attack_verdict(preset, runs, eps, root=root), "adversarial", 1))
         if "lcnn_gradreg" in have:
             for other in ("lcnn", "gradreg"):
                 if other in have:

@@ -1,0 +1,96 @@
+"""The evidence tables of issue 18 (C_f on three outputs, LCNN's components alone, the strong
+attack) on made-up result folders whose answers are known."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from lcnn_core import report
+
+SMOKE = Path(__file__).resolve().parents[1] / "results" / "smoke"
+# variant: (C_f loss, C_f logit, C_f margin) per seed; accuracy follows the seed
+CF = {"standard": [(10.0, 20.0, 30.0), (12.0, 22.0, 33.0), (11.0, 21.0, 31.0)],
+      "lcnn": [(2.0, 1.0, 3.0), (2.2, 1.1, 3.3), (2.1, 0.9, 3.1)],
+      "csoftplus": [(10.1, 19.0, 29.0), (12.1, 23.0, 34.0), (11.0, 20.0, 30.0)]}
+# variant: strongest robust accuracy % at eps 0.25, 0.5, 1.0 per seed
+STRONG = {"standard": [(30, 10, 0), (32, 12, 1), (31, 11, 0)],
+          "lcnn": [(50, 30, 5), (52, 31, 4), (51, 29, 6)],
+          "csoftplus": [(31, 11, 0), (30, 10, 0), (32, 12, 0)]}
+
+
+def _run(root, variant, seed, cf, strong, logit=True):
+    src = SMOKE / ("lcnn-s0" if variant != "standard" else "standard-s0")
+    d = root / "p" / f"{variant}-s{seed}"
+    shutil.copytree(src, d)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    (d / "config.yaml").write_text(yaml.safe_dump(dict(cfg, variant=variant, seed=seed)))
+    geo = json.loads((d / "geometry.json").read_text())
+    geo["curvature_lanczos_mean"] = cf[0]
+    if logit:
+        geo["curvature_logit_mean"], geo["curvature_margin_mean"] = cf[1], cf[2]
+    else:
+        for k in ("curvature_logit_mean", "curvature_margin_mean", "by_output"):
+            geo.pop(k, None)
+    (d / "geometry.json").write_text(json.dumps(geo))
+    att = json.loads((d / "attacks.json").read_text())
+    att["table"] = [dict(eps=e, pgd=a + 5, apgd_ce=a + 2, apgd_t=a, strongest=a) for e, a in zip((0.25, 0.5, 1.0), strong)]
+    att["flags"] = dict(att["flags"], masking_suspected=variant == "csoftplus" and seed == 1)
+    (d / "attacks.json").write_text(json.dumps(att))
+
+
+@pytest.fixture
+def root(tmp_path):
+    for v in CF:
+        for seed in range(3):
+            _run(tmp_path, v, seed, CF[v][seed], STRONG[v][seed])
+    return tmp_path
+
+
+def test_three_outputs_are_read_and_judged_per_output(root):
+    runs = report.load_runs("p", root)
+    assert runs.set_index("run").loc["lcnn-s1", ["cf", "cf_logit", "cf_margin"]].tolist() == [2.2, 1.1, 3.3]
+    t = report.output_table(runs, root).set_index("model")
+    assert list(t.index) == ["Standard", "LCNN", "Centered softplus only"]
+    assert t.loc["LCNN", "E C_f logit"] == "1.00 ± 0.10"
+    assert t.loc["LCNN", "logit: / Standard (95% CI)"].endswith("reproduced")  # 0.05 against the paper's 0.26
+    assert t.loc["Centered softplus only", "logit: / Standard (95% CI)"].endswith("not reproduced")
+    lcnn = report.geometry_verdict(runs, "lcnn", "cf_logit", root=root)
+    assert lcnn.estimate == pytest.approx(np.exp(np.mean(np.log([1.0, 1.1, 0.9])) - np.mean(np.log([20.0, 22.0, 21.0]))))
+
+
+def test_runs_evaluated_before_the_logit_readout_are_left_out_of_the_output_table(root):
+    shutil.rmtree(root / "p" / "csoftplus-s0")
+    _run(root, "csoftplus", 0, CF["csoftplus"][0], STRONG["csoftplus"][0], logit=False)
+    runs = report.load_runs("p", root)
+    assert np.isnan(runs.set_index("run").loc["csoftplus-s0", "cf_logit"])
+    t = report.output_table(runs, root).set_index("model")
+    assert t.loc["Centered softplus only", "seeds"] == "2"
+
+
+def test_component_table_keeps_the_component_order_and_judges_against_lcnns_effect(root):
+    runs = report.load_runs("p", root)
+    t = report.component_table(runs, root)
+    assert list(t.model) == ["Standard", "LCNN", "Centered softplus only"]
+    row = t.set_index("model").loc["Centered softplus only"]
+    assert row["loss verdict"] == "not reproduced" and row["seeds"] == "3"
+    assert report.paper_ratio("csoftplus", "cf_logit") == report.paper_ratio("lcnn", "cf")
+
+
+def test_strong_attack_table_averages_seeds_and_flags_masking_if_any_seed_does(root):
+    t = report.strong_attack_table("p", root)
+    lcnn = t[(t.model == "LCNN") & (t.eps == 0.25)].iloc[0]
+    assert lcnn["strongest %"] == 51.0 and lcnn["our PGD %"] == 56.0 and lcnn["seeds"] == 3
+    assert set(t[t.model == "Centered softplus only"]["masking flagged"]) == {"yes"}
+    assert set(t[t.model == "LCNN"]["masking flagged"]) == {"no"}
+    assert list(t.model.unique()) == ["Standard", "LCNN", "Centered softplus only"]
+
+
+def test_ledger_reads_the_strong_attack_at_the_smallest_eps_and_the_logit_curvature(root, monkeypatch):
+    monkeypatch.setattr(report, "SCALES", [("p", None, "made up")])
+    led = report.ledger(root).set_index("test")
+    strong = led.loc["strongest-attack accuracy at ε = 0.25, LCNN − Standard (points)"]
+    assert strong["ours (95% CI)"].startswith("20.0 [") and strong["verdict"] == "reproduced"
+    assert led.loc["E C_f of the true-class logit, LCNN / Standard", "verdict"] == "reproduced"
