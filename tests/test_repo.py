@@ -28,3 +28,17 @@ def test_book_footer_shows_the_package_version():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert f"version {version}" in config["html"]["extra_footer"]
     assert f"## {version}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+# Preinstalled on Kaggle and Colab images; the train notebook installs with --no-deps to keep their torch.
+HOSTED_PREINSTALLED = {"torch", "numpy", "scipy", "pandas", "pyyaml", "tqdm", "pillow"}
+
+
+def test_train_notebook_installs_every_dependency_hosted_platforms_lack():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!\[; ]", d, maxsplit=1)[0].lower() for d in deps}
+    source = (ROOT / "notebooks" / "train.md").read_text()
+    line = next(l for l in source.splitlines() if '"pip", "install"' in l)
+    block = source[source.index(line):source.index("check=True", source.index(line))]
+    missing = {n for n in names - HOSTED_PREINSTALLED if f'"{n}' not in block}
+    assert not missing, f"train.md's pip install lacks {missing}"
