@@ -5,6 +5,13 @@
 # shows what changed. Run it from a clean tree (git_dirty: false) and commit results/ as runs finish.
 # The strong attack (APGD-CE + APGD-T) runs on the CIFAR headline models (all seeds), CURE and
 # adversarial training, and on every MNIST model; the other CIFAR variants get PGD only.
+#
+# Measured (issue 18, 2 cores): a cifar10-jpeg-cpu16 Standard or LCNN run takes about 21 min to
+# train and 17-25 min to evaluate on one thread, with a second run beside it on the other core.
+# The regeneration ran two such lanes from a clean worktree, each run one line like
+#   OMP_NUM_THREADS=1 python -m lcnn_core train --quiet --resume --preset cifar10-jpeg-cpu16 --variant standard --seed 1
+# and committed each run's results/ folder as it finished (the book's reproducing page lists
+# which folders match the current code).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 T="python -m lcnn_core train --quiet --resume"
