@@ -1,6 +1,8 @@
-"""A preset fully describes its results folder: results/<preset>/ holds exactly the runs that
+"""A preset fully describes its results folder: results/<preset>/ holds only runs that
 `python -m lcnn_core train --preset <preset>` makes (config.preset_runs), each trained with the
-config the preset gives it. Grids expand as documented; bad grids and study presets are refused."""
+config the preset gives it; a preset whose regeneration is under way holds some of them (the
+reproducing page counts the rest). Grids expand as documented; bad grids and study presets are
+refused."""
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,14 @@ TRAINING_PRESETS = [n for n in preset_names() if "study" not in yaml.safe_load(
 
 
 @pytest.mark.parametrize("name", [n for n in TRAINING_PRESETS if (RESULTS / n).is_dir()])
-def test_committed_results_are_exactly_the_runs_of_their_preset(name):
+def test_committed_results_are_runs_of_their_preset(name):
     preset = load_preset(name)
     runs = dict(preset_runs(preset))
     committed = sorted(d.name for d in (RESULTS / name).iterdir() if (d / "config.yaml").exists())
-    assert committed == sorted(runs), f"results/{name}/ and the preset's runs differ"
-    for run, overrides in runs.items():
-        want = resolve(overrides, base=preset["config"])
+    extra = sorted(set(committed) - set(runs))
+    assert committed and not extra, f"results/{name}/ holds runs its preset does not make: {extra}"
+    for run in committed:
+        want = resolve(runs[run], base=preset["config"])
         got = yaml.safe_load((RESULTS / name / run / "config.yaml").read_text())
         # keys added to DEFAULTS after a run was made are absent from its config.yaml; evaluation
         # settings (eval_*) may move ahead of the committed files (the new eps grids of issue 18): a
