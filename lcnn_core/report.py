@@ -492,8 +492,10 @@ def ledger(root=None):
             continue
         why = v.reason if paired else v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")
         hw = meta["provenance"]["hardware"]
+        # the speed work (issue 19) added the benchmark's compile setting: a file without it timed the older code
+        old = "" if "compile" in meta else ", code before the speed work"
         rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard",
-                                f"{hw}, width {width}", v, "reproducing")
+                                f"{hw}, width {width}{old}", v, "reproducing")
                     | {"seeds": f"{v.n_seeds[0]} rounds" if paired else "–", "images": "–",
                        "paper": f"≤ {v.paper:g} (our reading)", "why": why})
     return pd.DataFrame(rows)

@@ -27,3 +27,14 @@ def test_cost_table_pairs_rounds_and_applies_each_target(tmp_path):
     assert t.loc[("cpu", "LCNN"), "× Standard (95% CI)"].startswith("1.02 [")
     assert "no interval" in t.loc[("cuda_epoch", "LCNN"), "× Standard (95% CI)"]
     assert t.loc[("cuda_epoch", "LCNN"), "against the target"] == "missed"
+
+
+def test_ledger_says_which_benchmark_timed_the_code_before_the_speed_work(tmp_path):
+    std = [1.0, 1.1, 0.9]
+    _bench(tmp_path, "cpu", [dict(width=16, variant="standard", step_s=1.0, round_s=std),
+                             dict(width=16, variant="lcnn", step_s=1.0, round_s=std)], rounds=3, compile="off")
+    _bench(tmp_path, "cuda_epoch", [dict(variant="standard", epoch_s=6.0), dict(variant="lcnn", epoch_s=17.0)],
+           width=64, rounds=10)
+    scales = report.ledger(tmp_path).set_index("test").scale
+    assert scales["time per step, LCNN / Standard"] == "test cpu, width 16"
+    assert scales["time per epoch, LCNN / Standard"] == "test cpu, width 64, code before the speed work"
