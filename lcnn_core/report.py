@@ -84,6 +84,11 @@ def fmt(mean, std=None, digits=2):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def fmt_seeds(vals, digits=2):
+    """Mean ± std over seeds of an array of per-seed values (the mean alone for one seed)."""
+    return fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None, digits)
+
+
 def _per_run_csv(preset, root, filename, columns):
     """One `filename` per run of a preset, concatenated, with columns(cfg, run_name) added."""
     root = Path(root) if root else results_root()
@@ -225,7 +230,7 @@ def claim_table(runs, metric="cf", root=None):
         paper, team = PAPER.get(v, {}).get(metric), TEAM.get(v, {}).get(metric)
         row = {"model": VARIANT_LABELS[v], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
                "team (CIFAR-10)": fmt(team) if team is not None else "–",
-               "ours": fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None)}
+               "ours": fmt_seeds(vals)}
         if v == "standard" or "standard" not in set(runs.variant):
             row.update({"ours / Standard (95% CI)": "–", "paper / Standard": "–", "seeds": str(len(vals)),
                         "images": int(runs["eval_samples"].iloc[0]), "verdict": "baseline"})
@@ -246,7 +251,7 @@ def accuracy_table(runs):
         paper, team = PAPER.get(v, {}).get("acc"), TEAM.get(v, {}).get("acc")
         row = {"model": VARIANT_LABELS[v], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
                "team (CIFAR-10)": fmt(team, digits=0) if team is not None else "–",
-               "ours %": fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None, 1)}
+               "ours %": fmt_seeds(vals, 1)}
         if v == "standard" or "standard" not in set(runs.variant):
             row.update({"ours − Standard (95% CI)": "–", "seeds": str(len(vals)), "verdict": "baseline"})
         else:
@@ -305,7 +310,7 @@ def output_table(runs, root=None):
         row = {"model": VARIANT_LABELS[v], "seeds": str(runs[runs.variant == v].seed.nunique())}
         for metric, out in OUTPUTS.items():
             vals = seed_values(runs, v, metric)
-            row[f"E C_f {out}"] = fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None)
+            row[f"E C_f {out}"] = fmt_seeds(vals)
             if v != "standard" and "standard" in set(runs.variant):
                 ver = geometry_verdict(runs, v, metric, root=root)
                 row[f"{out}: / Standard (95% CI)"] = f"{ver.interval()}, {ver.outcome}"
@@ -329,11 +334,11 @@ def component_table(runs, root=None):
     for v in [v for v in COMPONENTS if v in have]:
         acc = seed_values(runs, v, "accuracy")
         row = {"model": VARIANT_LABELS[v], "seeds": str(len(acc)),
-               "accuracy %": fmt(acc.mean(), acc.std(ddof=1) if len(acc) > 1 else None, 1)}
+               "accuracy %": fmt_seeds(acc, 1)}
         for metric in ("cf", "cf_logit"):
             name = OUTPUTS[metric]
             vals = seed_values(runs, v, metric)
-            row[f"E C_f {name}"] = fmt(vals.mean(), vals.std(ddof=1) if len(vals) > 1 else None)
+            row[f"E C_f {name}"] = fmt_seeds(vals)
             if v == "standard" or "standard" not in have or not np.isfinite(vals).all():
                 row[f"{name}: / Standard (95% CI)"], row[f"{name} verdict"] = "–", "–"
             else:
