@@ -608,3 +608,83 @@ def ordering_verdict(runs, order=("standard", "lcnn", "lcnn_gradreg"), metric="c
     if "not reproduced" in outcomes:
         return f"is not reproduced: {detail}", steps
     return f"is inconclusive: {detail}", steps
+
+
+# The team-drop ablation (issue 18): LCNN at one (lambda_beta, lambda_gamma) and epoch budget per
+# cell. The paper's LCNN at lambda = 1e-3 matches Standard's accuracy, so the team's drop against
+# Standard (TEAM) is the drop a lambda change would have to explain: the yardstick of a contrast.
+PAPER_LAMBDAS = (1e-3, 1e-3)
+TEAM_DROP = TEAM["lcnn"]["acc"] - TEAM["standard"]["acc"]
+
+
+def ablation_cells(runs, hist):
+    """One row per (lambda_beta, lambda_gamma, epochs) of an ablation preset: seeds, test
+    accuracy, the training accuracy of the last epoch (training mode), E C_f, mean beta and
+    log10 prod gamma at the end, each a mean ± std over seeds. ``hist``: report.history."""
+    last = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")
+    runs = runs.assign(train_acc=runs.run.map(last["train_acc"]),
+                       log10_prod_gamma=runs.run.map(last["log10_prod_gamma"]))
+    rows = []
+    for (lb, lg, e), g in runs.groupby(["lam", "lam_gamma", "epochs"]):
+        row = {"λ_β": f"{lb:g}", "λ_γ": f"{lg:g}", "epochs": int(e), "seeds": g.seed.nunique()}
+        for col, name, digits in (("accuracy", "test acc %", 1), ("train_acc", "train acc %", 1),
+                                  ("cf", "E C_f", 2), ("mean_beta", "mean β", 2),
+                                  ("log10_prod_gamma", "log₁₀ Π γ", 1)):
+            row[name] = fmt_seeds(g.sort_values("seed")[col].to_numpy(float), digits)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(runs, lb, lg, epochs):
+    """Per-seed test accuracy of one ablation cell, indexed by seed."""
+    sel = runs[np.isclose(runs.lam, lb) & np.isclose(runs.lam_gamma, lg) & (runs.epochs == epochs)]
+    return sel.set_index("seed").accuracy.sort_index()
+
+
+def ablation_contrasts(runs):
+    """The ablation's questions as verdicts (``verdicts.compare``, Welch over seeds), one row each:
+
+    - *lambda*: each (lambda_beta, lambda_gamma) against the paper's (1e-3, 1e-3) at the same budget,
+      judged against the team's drop (TEAM_DROP): does that lambda cost about the team's accuracy?
+    - *budget*: the shortest budget against the longest at each lambda pair (direction: lower);
+    - *interaction*: the lambda pair's cost at the short budget minus its cost at the long one
+      (per seed, seeds paired because a seed fixes the initialisation and batch order; direction:
+      the short budget makes the lambda cost larger).
+
+    Columns: kind, contrast, points (95% CI), seeds, verdict, why, and lam_beta / lam_gamma / epochs
+    of the cell the row is about (epochs None for the budget and interaction rows).
+    """
+    pairs = sorted({(lb, lg) for lb, lg in zip(runs.lam, runs.lam_gamma)})
+    budgets = sorted(set(runs.epochs))
+    base = PAPER_LAMBDAS if PAPER_LAMBDAS in pairs else None
+    rows = []
+
+    def add(kind, question, v, lb, lg, epochs=None):
+        rows.append({"kind": kind, "contrast": question, "points (95% CI)": v.interval(1),
+                     "seeds": v.seeds(), "verdict": v.outcome, "why": v.reason.replace("paper's", "team's"),
+                     "lam_beta": lb, "lam_gamma": lg, "epochs": epochs})
+
+    def name(lb, lg):
+        return f"λ_β = {lb:g}, λ_γ = {lg:g}"
+
+    cost = {}
+    for lb, lg in pairs:
+        for e in budgets:
+            a, b = _cell(runs, lb, lg, e), _cell(runs, *base, e) if base else pd.Series(dtype=float)
+            if (lb, lg) == base or not (len(a) and len(b)):
+                continue
+            cost[(lb, lg, e)] = (a - b).dropna()
+            add("lambda", f"{name(lb, lg)} − paper's λ, {e} epochs",
+                verdicts.compare(a.to_numpy(), b.to_numpy(), paper=TEAM_DROP), lb, lg, e)
+    if len(budgets) > 1:
+        short, long_ = budgets[0], budgets[-1]
+        for lb, lg in pairs:
+            a, b = _cell(runs, lb, lg, short), _cell(runs, lb, lg, long_)
+            if len(a) and len(b):
+                add("budget", f"{short} − {long_} epochs, {name(lb, lg)}",
+                    verdicts.compare(a.to_numpy(), b.to_numpy(), paper=None, direction=-1), lb, lg)
+            if (lb, lg, short) in cost and (lb, lg, long_) in cost:
+                add("interaction", f"cost of {name(lb, lg)} at {short} − at {long_} epochs",
+                    verdicts.compare(cost[(lb, lg, short)].to_numpy(), cost[(lb, lg, long_)].to_numpy(),
+                                     paper=None, direction=-1), lb, lg)
+    return pd.DataFrame(rows)

@@ -95,8 +95,11 @@ def test_team_drop_notebook_runs_under_papermill(smoke_results, tmp_path):
     out = tmp_path / "team_drop.ipynb"
     pm.execute_notebook(str(NOTEBOOKS / "team_drop.ipynb"), str(out), kernel_name="python3", progress_bar=False,
                         cwd=str(tmp_path), parameters=dict(ablation_preset="smoke", gpu_preset="none",
-                                                           results_dir=str(root)))
-    assert "Traceback" not in out.read_text()
+                                                           cifar_ablation_preset="smoke", results_dir=str(root)))
+    text = out.read_text()
+    assert "Traceback" not in text
+    # the ablation's contrasts (one seed per cell here: every verdict inconclusive) are shown and glued
+    assert "λ_β = 0.01, λ_γ = 0.01 − paper's λ, 1 epochs" in text and "points, inconclusive" in text
 
 
 def test_train_notebook_runs_locally_with_its_defaults(tmp_path):
