@@ -385,6 +385,32 @@ def strong_attack_table(preset, root=None):
         "strongest": "strongest %", "apgd_t": "APGD-CE + T %", "apgd_ce": "APGD-CE %", "pgd": "our PGD %"}).reset_index(drop=True)
 
 
+# Below this strongest-attack accuracy at its eps, the more-effort check can hardly fall further:
+# it is reported, but marked as saying little.
+CHECK_INFORMATIVE = 10.0  # %
+
+
+def effort_checks(preset, root=None):
+    """The more-effort checks of a preset's runs (attacks.json "check", ``apgd.more_effort_check``):
+    per checked run, the eps, the strongest accuracy at the base and at twice the steps and
+    restarts, the tolerance (one image), whether it passed, and whether the check is informative
+    (base accuracy at least CHECK_INFORMATIVE %: at near-0 accuracy it cannot fall)."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for f in sorted((root / preset).glob("*/attacks.json")):
+        check = json.loads(f.read_text()).get("check")
+        if not check:
+            continue
+        cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
+        rows.append({"model": VARIANT_LABELS[cfg["variant"]], "seed": cfg["seed"], "ε": check["eps"],
+                     "strongest %": check["base"], "2× steps and restarts %": check["stronger"],
+                     "lowered by": check["lowered_by"], "tolerance": check["tolerance"],
+                     "passed": "yes" if check["ok"] else "no",
+                     "informative": "yes" if check["base"] >= CHECK_INFORMATIVE else
+                                    f"no (below {CHECK_INFORMATIVE:g} %)"})
+    return pd.DataFrame(rows)
+
+
 def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None):
     """Strongest-attack accuracy difference model − baseline at ``eps`` over seeds. The paper
     reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick."""

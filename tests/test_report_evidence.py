@@ -94,3 +94,16 @@ def test_ledger_reads_the_strong_attack_at_the_smallest_eps_and_the_logit_curvat
     strong = led.loc["strongest-attack accuracy at ε = 0.25, LCNN − Standard (points)"]
     assert strong["ours (95% CI)"].startswith("20.0 [") and strong["verdict"] == "reproduced"
     assert led.loc["E C_f of the true-class logit, LCNN / Standard", "verdict"] == "reproduced"
+
+
+def test_effort_checks_are_listed_and_a_check_at_near_zero_accuracy_is_marked_uninformative(root):
+    for run, base, stronger in (("standard-s0", 1.5, 1.5), ("lcnn-s0", 40.0, 36.0)):
+        f = root / "p" / run / "attacks.json"
+        att = json.loads(f.read_text())
+        att["check"] = dict(eps=0.5, base=base, stronger=stronger, lowered_by=base - stronger, tolerance=0.5,
+                            ok=base - stronger <= 0.5, settings={})
+        f.write_text(json.dumps(att))
+    t = report.effort_checks("p", root).set_index("model")
+    assert len(t) == 2  # the other runs' check is null: not run
+    assert t.loc["Standard", "passed"] == "yes" and t.loc["Standard", "informative"].startswith("no")
+    assert t.loc["LCNN", "passed"] == "no" and t.loc["LCNN", "informative"] == "yes"
