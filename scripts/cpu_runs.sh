@@ -33,7 +33,9 @@ for seed in 0 1 2; do
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed" "${NO_APGD[@]}"
   done
 done
-# 3. the team-drop ablation at the CPU CIFAR scale (16 runs: 4 lambda pairs x 2 budgets x 2 seeds)
+# 3. the team-drop ablation at the CPU CIFAR scale (16 runs: 4 lambda pairs x 2 budgets x 2 seeds);
+#    measured on one thread beside a second lane: a 4-epoch run about 10 min (6 of them evaluation),
+#    a 16-epoch run about 23 min; two lanes (one per seed) took about 2.5 hours
 $T --preset cifar10-jpeg-cpu16-ablation
 # 4. MNIST: the README preset (its grid: 11 runs) with APGD at eps 1, 2, 3; the MNIST ablation
 $T --preset cpu-default --set eval_apgd_samples=200 --set "eval_apgd_eps=[1.0, 2.0, 3.0]"
