@@ -57,7 +57,7 @@ def test_ablation_contrasts_find_the_costly_pair_and_the_budget_interaction(root
     # per-seed costs (-30, -29) at 4 epochs against (-2, -2) at 16: the short budget makes it worse
     inter = c.loc["cost of λ_β = 0.01, λ_γ = 0.01 at 4 − at 16 epochs"]
     assert inter["kind"] == "interaction" and inter["verdict"] == "reproduced"
-    assert inter["points (95% CI)"].startswith("-27.5")
+    assert inter["points (95% CI)"].startswith("-27.5") and "expected side" in inter["why"]
     assert c.loc["4 − 16 epochs, λ_β = 0.001, λ_γ = 0.001", "verdict"] == "reproduced"
     assert "λ_β = 0.001, λ_γ = 0.001 − paper's λ, 4 epochs" not in c.index  # no contrast with itself
 
