@@ -643,13 +643,19 @@ PAPER_LAMBDAS = (1e-3, 1e-3)
 TEAM_DROP = TEAM["lcnn"]["acc"] - TEAM["standard"]["acc"]
 
 
-def ablation_cells(runs, hist):
+def with_last_epoch(runs, hist, columns=("train_acc", "log10_prod_gamma")):
+    """``runs`` (load_runs) with ``columns`` of each run's last history.csv row added
+    (``hist``: report.history of the same preset): the training accuracy and log10 prod gamma
+    at the end of training, which geometry.json does not hold."""
+    last = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")
+    return runs.assign(**{c: runs.run.map(last[c]) for c in columns})
+
+
+def ablation_cells(runs):
     """One row per (lambda_beta, lambda_gamma, epochs) of an ablation preset: seeds, test
     accuracy, the training accuracy of the last epoch (training mode), E C_f, mean beta and
-    log10 prod gamma at the end, each a mean ± std over seeds. ``hist``: report.history."""
-    last = hist.sort_values("epoch").groupby("run").tail(1).set_index("run")
-    runs = runs.assign(train_acc=runs.run.map(last["train_acc"]),
-                       log10_prod_gamma=runs.run.map(last["log10_prod_gamma"]))
+    log10 prod gamma at the end, each a mean ± std over seeds. ``runs``: load_runs passed
+    through with_last_epoch."""
     rows = []
     for (lb, lg, e), g in runs.groupby(["lam", "lam_gamma", "epochs"]):
         row = {"λ_β": f"{lb:g}", "λ_γ": f"{lg:g}", "epochs": int(e), "seeds": g.seed.nunique()}

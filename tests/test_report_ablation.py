@@ -38,7 +38,7 @@ def root(tmp_path):
 
 def test_ablation_cells_one_row_per_lambda_pair_and_budget(root):
     runs = report.load_runs("abl", root)
-    cells = report.ablation_cells(runs, report.history("abl", root))
+    cells = report.ablation_cells(report.with_last_epoch(runs, report.history("abl", root)))
     assert len(cells) == len(ACC) and set(cells.seeds) == {2}
     row = cells[(cells["λ_β"] == "0.01") & (cells["λ_γ"] == "0.01") & (cells.epochs == 4)].iloc[0]
     assert row["test acc %"] == f"31.5 ± {np.std([30, 33], ddof=1):.1f}"
