@@ -1,4 +1,4 @@
-"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,yao,tightness,linear-baseline,list-presets}``.
+"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,yao,tightness,linear-baseline,attack-effort,list-presets}``.
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
@@ -10,6 +10,7 @@
     python -m lcnn_core yao [--preset yao-tiny]          # the studies: each driven by its study preset
     python -m lcnn_core tightness [--runs runs]
     python -m lcnn_core linear-baseline
+    python -m lcnn_core attack-effort                    # more steps and restarts: does the number fall?
     python -m lcnn_core list-presets
     python -m lcnn_core fingerprints                          # which committed results match the code
 
@@ -170,6 +171,12 @@ def cmd_linear_baseline(args):
     linear_baseline.run(_study(args, "linear-baseline"), out=args.out)
 
 
+def cmd_attack_effort(args):
+    from .studies import attack_effort
+    attack_effort.run(_study(args, "attack-effort"), runs=args.runs, results=args.results, out=args.out,
+                      log=lambda m: print(m, flush=True))
+
+
 def cmd_fingerprints(args):
     from .provenance import code_fingerprint, report
     table = report(args.results)
@@ -250,6 +257,13 @@ def parser():
     lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
     lb.add_argument("--out", default="results/linear-baseline")
     lb.set_defaults(func=cmd_linear_baseline)
+    ae = sub.add_parser("attack-effort", help="the strongest attack again with more effort (results/attack-effort/)")
+    ae.add_argument("--preset", default="attack-effort")
+    ae.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    ae.add_argument("--runs", default="runs", help="where the trained run folders (model.pt) are")
+    ae.add_argument("--results", default="results", help="where the runs' attacks.json are")
+    ae.add_argument("--out", default="results/attack-effort")
+    ae.set_defaults(func=cmd_attack_effort)
     f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
     f.add_argument("--results", default="results")
     f.set_defaults(func=cmd_fingerprints)
