@@ -348,6 +348,22 @@ def component_table(runs, root=None):
     return pd.DataFrame(rows)
 
 
+def component_ratios(runs):
+    """The numbers behind "which component does the work": per variant of ``COMPONENTS`` present,
+    its seeds, mean test accuracy and its mean E C_f (loss, logit) divided by Standard's and by
+    LCNN's (NaN where that model is absent). A DataFrame indexed by variant."""
+    have = set(runs.variant)
+    mean = lambda v, c: float(np.mean(seed_values(runs, v, c))) if v in have else np.nan
+    rows = {}
+    for v in [v for v in COMPONENTS if v in have]:
+        row = dict(seeds=int((runs.variant == v).sum()), accuracy=mean(v, "accuracy"))
+        for metric in ("cf", "cf_logit"):
+            for ref in ("standard", "lcnn"):
+                row[f"{metric}_over_{ref}"] = mean(v, metric) / mean(ref, metric)
+        rows[v] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def strong_attacks(preset, root=None):
     """Robust accuracy (%) per run and eps under our PGD, APGD-CE, APGD-CE + APGD-T and the
     strongest (attacks.json, ``lcnn_core.apgd``), long format with the run's masking flags,
@@ -391,23 +407,29 @@ CHECK_INFORMATIVE = 10.0  # %
 
 
 def effort_checks(preset, root=None):
-    """The more-effort checks of a preset's runs (attacks.json "check", ``apgd.more_effort_check``):
-    per checked run, the eps, the strongest accuracy at the base and at twice the steps and
-    restarts, the tolerance (one image), whether it passed, and whether the check is informative
-    (base accuracy at least CHECK_INFORMATIVE %: at near-0 accuracy it cannot fall)."""
+    """The more-effort checks of a preset's runs (``apgd.more_effort_check``): the evaluation's own
+    (attacks.json "check", at the middle eps of the grid) and the attack-effort study's
+    (results/attack-effort/summary.csv, at an eps where the number can fall). Per check, the eps,
+    the strongest accuracy at the base and at twice the steps and restarts, the tolerance (one
+    image), whether it passed, and whether it is informative (base accuracy at least
+    CHECK_INFORMATIVE %: at near-0 accuracy it cannot fall)."""
     root = Path(root) if root else results_root()
-    rows = []
+    found = []
     for f in sorted((root / preset).glob("*/attacks.json")):
         check = json.loads(f.read_text()).get("check")
-        if not check:
-            continue
-        cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
-        rows.append({"model": VARIANT_LABELS[cfg["variant"]], "seed": cfg["seed"], "ε": check["eps"],
-                     "strongest %": check["base"], "2× steps and restarts %": check["stronger"],
-                     "lowered by": check["lowered_by"], "tolerance": check["tolerance"],
-                     "passed": "yes" if check["ok"] else "no",
-                     "informative": "yes" if check["base"] >= CHECK_INFORMATIVE else
-                                    f"no (below {CHECK_INFORMATIVE:g} %)"})
+        if check:
+            cfg = yaml.safe_load((f.parent / "config.yaml").read_text())
+            found.append(("evaluation (middle ε)", cfg["variant"], cfg["seed"], check))
+    study = root / "attack-effort" / "summary.csv"
+    if study.exists():
+        for r in pd.read_csv(study).itertuples():
+            if r.preset == preset:
+                found.append(("attack-effort study", r.variant, r.seed, r._asdict()))
+    rows = [{"model": VARIANT_LABELS[v], "seed": seed, "check": source, "ε": c["eps"], "strongest %": c["base"],
+             "2× steps and restarts %": c["stronger"], "lowered by": c["lowered_by"], "tolerance": c["tolerance"],
+             "passed": "yes" if c["ok"] else "no",
+             "informative": "yes" if c["base"] >= CHECK_INFORMATIVE else f"no (below {CHECK_INFORMATIVE:g} %)"}
+            for source, v, seed, c in found]
     return pd.DataFrame(rows)
 
 

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -107,3 +108,21 @@ def test_effort_checks_are_listed_and_a_check_at_near_zero_accuracy_is_marked_un
     assert len(t) == 2  # the other runs' check is null: not run
     assert t.loc["Standard", "passed"] == "yes" and t.loc["Standard", "informative"].startswith("no")
     assert t.loc["LCNN", "passed"] == "no" and t.loc["LCNN", "informative"] == "yes"
+    study = root / "attack-effort"
+    study.mkdir()
+    pd.DataFrame([dict(preset="p", run="standard-s0", variant="standard", seed=0, eps=0.25, base=24.0,
+                       stronger=23.5, lowered_by=0.5, tolerance=0.5, ok=True),
+                  dict(preset="other", run="lcnn-s0", variant="lcnn", seed=0, eps=0.25, base=30.0,
+                       stronger=20.0, lowered_by=10.0, tolerance=0.5, ok=False)]).to_csv(study / "summary.csv")
+    t = report.effort_checks("p", root)
+    assert len(t) == 3 and list(t.check).count("attack-effort study") == 1  # the other preset's row is not here
+    row = t[t.check == "attack-effort study"].iloc[0]
+    assert row.model == "Standard" and row["ε"] == 0.25 and row.passed == "yes" and row.informative == "yes"
+
+
+def test_component_ratios_divide_the_means_by_standard_and_by_lcnn(root):
+    r = report.component_ratios(report.load_runs("p", root))
+    assert list(r.index) == ["standard", "lcnn", "csoftplus"] and (r.seeds == 3).all()
+    assert r.loc["lcnn", "cf_over_standard"] == pytest.approx(2.1 / 11.0)
+    assert r.loc["csoftplus", "cf_logit_over_lcnn"] == pytest.approx((62.0 / 3) / 1.0)
+    assert r.loc["lcnn", "cf_over_lcnn"] == pytest.approx(1.0)
