@@ -27,7 +27,10 @@ for seed in 0 1 2; do
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed"
   done
 done
-# 2. what lowers curvature: LCNN at lambda 0, each component alone, Softplus + Wt. Decay, 3 seeds
+# 1b. the more-effort check where the number can fall (eps 0.25, seed 0 of Standard and LCNN)
+python -m lcnn_core attack-effort
+# 2. what lowers curvature: LCNN at lambda 0, each component alone, Softplus + Wt. Decay, 3 seeds;
+#    measured: about 28 min a run (22 training, 6 evaluation) on one thread beside a second lane
 for seed in 0 1 2; do
   for v in lcnn_nopen csoftplus snconv clipbn softplus_wd; do
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed" "${NO_APGD[@]}"
