@@ -351,7 +351,8 @@ def component_table(runs, root=None):
 def component_ratios(runs):
     """The numbers behind "which component does the work": per variant of ``COMPONENTS`` present,
     its seeds, mean test accuracy and its mean E C_f (loss, logit) divided by Standard's and by
-    LCNN's (NaN where that model is absent). A DataFrame indexed by variant."""
+    LCNN's (NaN where that model is absent), and the 95 % interval of the loss's ratio to LCNN
+    (``cf_over_lcnn_low`` / ``_high``; NaN with one seed). A DataFrame indexed by variant."""
     have = set(runs.variant)
     mean = lambda v, c: float(np.mean(seed_values(runs, v, c))) if v in have else np.nan
     rows = {}
@@ -360,6 +361,10 @@ def component_ratios(runs):
         for metric in ("cf", "cf_logit"):
             for ref in ("standard", "lcnn"):
                 row[f"{metric}_over_{ref}"] = mean(v, metric) / mean(ref, metric)
+        # against LCNN, as verdicts.compare does ratios: the 95 % Welch interval on the log scale
+        _, lo, hi, _ = (verdicts.welch(np.log(seed_values(runs, v, "cf")), np.log(seed_values(runs, "lcnn", "cf")))
+                        if "lcnn" in have else (0, np.nan, np.nan, 0))
+        row.update(cf_over_lcnn_low=float(np.exp(lo)), cf_over_lcnn_high=float(np.exp(hi)))
         rows[v] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 

@@ -126,3 +126,5 @@ def test_component_ratios_divide_the_means_by_standard_and_by_lcnn(root):
     assert r.loc["lcnn", "cf_over_standard"] == pytest.approx(2.1 / 11.0)
     assert r.loc["csoftplus", "cf_logit_over_lcnn"] == pytest.approx((62.0 / 3) / 1.0)
     assert r.loc["lcnn", "cf_over_lcnn"] == pytest.approx(1.0)
+    # csoftplus has 5x LCNN's curvature in every seed: its interval against LCNN holds 5 and excludes 1
+    assert 1 < r.loc["csoftplus", "cf_over_lcnn_low"] < r.loc["csoftplus", "cf_over_lcnn"] < r.loc["csoftplus", "cf_over_lcnn_high"]
