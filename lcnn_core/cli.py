@@ -200,6 +200,20 @@ def cmd_list(args):
               + (f" ({', '.join(n for n, _ in runs)})" if p.get("grid") else ""))
 
 
+def _study_parser(sub, verb, help, preset_help=None, reads=None):
+    """The subcommand of one study: --preset (default: the verb's own), --set, and --out
+    (results/<verb>); with ``reads`` (the result file it reads per run) also --runs and --results,
+    for a study over trained runs."""
+    p = sub.add_parser(verb, help=help)
+    p.add_argument("--preset", default=verb, help=preset_help)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
+    if reads:
+        p.add_argument("--runs", default="runs", help="where the trained run folders (model.pt) are")
+        p.add_argument("--results", default="results", help=f"where the runs' {reads} are")
+    p.add_argument("--out", default=f"results/{verb}")
+    return p
+
+
 def parser():
     ap = argparse.ArgumentParser(prog="python -m lcnn_core", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -236,33 +250,20 @@ def parser():
     e.add_argument("--results", default="results")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_evaluate)
-    y = sub.add_parser("yao", help="Yao et al.'s batch-size study at CPU scale (results/yao/)")
-    y.add_argument("--preset", default="yao", help="a yao study preset (default: yao; yao-tiny: seconds)")
-    y.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
-    y.add_argument("--out", default="results/yao")
+    y = _study_parser(sub, "yao", "Yao et al.'s batch-size study at CPU scale (results/yao/)",
+                      preset_help="a yao study preset (default: yao; yao-tiny: seconds)")
     y.add_argument("--only", choices=["matched", "spread", "lcnn"],
                    help="run one stage alone (appends its CSV to --out; spread retrains the batch-32 seed-0 M1)")
     y.add_argument("--skip-lcnn", action="store_true")
     y.set_defaults(func=cmd_yao)
-    ti = sub.add_parser("tightness", help="how loose the provable bounds are on trained runs (results/tightness/)")
-    ti.add_argument("--preset", default="tightness")
-    ti.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
-    ti.add_argument("--runs", default="runs", help="where the trained run folders (model.pt) are")
-    ti.add_argument("--results", default="results", help="where the runs' geometry.json are")
-    ti.add_argument("--out", default="results/tightness")
+    ti = _study_parser(sub, "tightness", "how loose the provable bounds are on trained runs (results/tightness/)",
+                       reads="geometry.json")
     ti.add_argument("--only", default="", help="audit only runs whose <preset>/<run> contains this")
     ti.set_defaults(func=cmd_tightness)
-    lb = sub.add_parser("linear-baseline", help="softmax regression on the pixels (results/linear-baseline/)")
-    lb.add_argument("--preset", default="linear-baseline")
-    lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
-    lb.add_argument("--out", default="results/linear-baseline")
+    lb = _study_parser(sub, "linear-baseline", "softmax regression on the pixels (results/linear-baseline/)")
     lb.set_defaults(func=cmd_linear_baseline)
-    ae = sub.add_parser("attack-effort", help="the strongest attack again with more effort (results/attack-effort/)")
-    ae.add_argument("--preset", default="attack-effort")
-    ae.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting (repeatable)")
-    ae.add_argument("--runs", default="runs", help="where the trained run folders (model.pt) are")
-    ae.add_argument("--results", default="results", help="where the runs' attacks.json are")
-    ae.add_argument("--out", default="results/attack-effort")
+    ae = _study_parser(sub, "attack-effort", "the strongest attack again with more effort (results/attack-effort/)",
+                       reads="attacks.json")
     ae.set_defaults(func=cmd_attack_effort)
     f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
     f.add_argument("--results", default="results")
