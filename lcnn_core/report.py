@@ -361,10 +361,9 @@ def component_ratios(runs):
         for metric in ("cf", "cf_logit"):
             for ref in ("standard", "lcnn"):
                 row[f"{metric}_over_{ref}"] = mean(v, metric) / mean(ref, metric)
-        # against LCNN, as verdicts.compare does ratios: the 95 % Welch interval on the log scale
-        _, lo, hi, _ = (verdicts.welch(np.log(seed_values(runs, v, "cf")), np.log(seed_values(runs, "lcnn", "cf")))
-                        if "lcnn" in have else (0, np.nan, np.nan, 0))
-        row.update(cf_over_lcnn_low=float(np.exp(lo)), cf_over_lcnn_high=float(np.exp(hi)))
+        lo, hi = (verdicts.ratio_interval(seed_values(runs, v, "cf"), seed_values(runs, "lcnn", "cf"))
+                  if "lcnn" in have else (np.nan, np.nan))
+        row.update(cf_over_lcnn_low=lo, cf_over_lcnn_high=hi)
         rows[v] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 

@@ -53,7 +53,7 @@ from .reference import ACC_TOLERANCE, COST_LIMIT
 LEVEL = 0.95  # confidence level of every interval in the book
 FAR_SMALLER = 0.25  # "far smaller than the paper's": the whole CI below this fraction of the paper's effect
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
-__all__ = ["Verdict", "welch", "image_bootstrap", "compare", "equivalent", "bounded", "LEVEL", "FAR_SMALLER",
+__all__ = ["Verdict", "welch", "image_bootstrap", "ratio_interval", "compare", "equivalent", "bounded", "LEVEL", "FAR_SMALLER",
            "ACC_TOLERANCE", "COST_LIMIT", "OUTCOMES", "RULE"]
 
 _PTS = f"{ACC_TOLERANCE:g} point{'' if ACC_TOLERANCE == 1 else 's'}"
@@ -179,6 +179,13 @@ def _interval(model, baseline, log, images, level):
 
 def _back(x, log):
     return math.exp(x) if log else x
+
+
+def ratio_interval(model, baseline, level=LEVEL):
+    """(low, high): the interval of mean(model) / mean(baseline) that every ratio verdict uses
+    (Welch t over seeds on the log scale, mapped back), without judging it; NaN with one seed."""
+    _, lo, hi, _, _ = _interval(model, baseline, True, None, level)
+    return (_back(lo, True) if np.isfinite(lo) else math.nan, _back(hi, True) if np.isfinite(hi) else math.nan)
 
 
 def _finish(outcome, reason, est, lo, hi, log, paper, rel, n, n_images, method):

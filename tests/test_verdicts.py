@@ -206,3 +206,10 @@ def test_paired_rounds_remove_shared_drift():
     assert verdicts.bounded(model, base, limit=1.15).outcome == "inconclusive"
     with pytest.raises(ValueError):
         verdicts.bounded([1.0, 2.0], [1.0], paired=True)
+
+
+def test_ratio_interval_is_the_interval_of_the_ratio_verdict():
+    a, b = [2.0, 2.4, 2.1], [10.0, 12.0, 11.5]
+    v = verdicts.compare(a, b, paper=0.25, scale="ratio")
+    assert verdicts.ratio_interval(a, b) == pytest.approx((v.low, v.high))
+    assert all(math.isnan(x) for x in verdicts.ratio_interval([2.0], b))  # one seed: no interval
