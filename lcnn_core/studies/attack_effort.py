@@ -36,8 +36,6 @@ from ..config import ConfigError
 from ..evaluate import _eval_batches
 from ..provenance import provenance
 
-SETTING_KEYS = ("factor", "seed")
-
 
 def committed_attacks(run_dir, results):
     """The run's published attacks.json, after checking that it was made from this run_dir."""
@@ -92,6 +90,7 @@ def run(settings, runs="runs", results="results", out="results/attack-effort", l
     eps_list = [float(e) for e in settings["eps"]]
     done = pd.read_csv(out / "summary.csv").to_dict("records") if (out / "summary.csv").exists() else []
     done = [r for r in done if r["factor"] == settings["factor"] and r["attack_seed"] == settings["seed"]]
+    recorded = {k: settings[k] for k in ("runs", "eps", "factor", "seed")}  # what provenance.json records
     for key in settings["runs"]:
         todo = [e for e in eps_list if not any(f"{r['preset']}/{r['run']}" == key and abs(r["eps"] - e) < 1e-9
                                                for r in done)]
@@ -102,7 +101,6 @@ def run(settings, runs="runs", results="results", out="results/attack-effort", l
         done += rows
         with atomic_path(out / "summary.csv") as tmp:
             pd.DataFrame(done).to_csv(tmp, index=False)
-        recorded = {k: settings[k] for k in ("runs", "eps", *SETTING_KEYS)}
         write_json(provenance("cpu", script="lcnn_core/studies/attack_effort.py", settings=recorded,
                               wall_time_s=round(sum(r["wall_time_s"] for r in done), 1)),
                    out / "provenance.json", default=str)
