@@ -4,7 +4,8 @@
 # so the script can be killed and rerun; `train` publishes into results/, so `git diff results/`
 # shows what changed. Run it from a clean tree (git_dirty: false) and commit results/ as runs finish.
 # The strong attack (APGD-CE + APGD-T) runs on the CIFAR headline models (all seeds), CURE and
-# adversarial training, and on every MNIST model; the other CIFAR variants get PGD only.
+# adversarial training, every MNIST model and the old small CIFAR preset (its own eps grid); the
+# other CIFAR variants get PGD only.
 #
 # Measured (issue 18, 2 cores): a cifar10-jpeg-cpu16 Standard or LCNN run takes about 21 min to
 # train and 17-25 min to evaluate on one thread, with a second run beside it on the other core.
@@ -41,7 +42,7 @@ done
 #    a 16-epoch run about 23 min; two lanes (one per seed) took about 2.5 hours
 $T --preset cifar10-jpeg-cpu16-ablation
 # 4. MNIST: the README preset (its grid: 11 runs) with APGD at eps 1, 2, 3; the MNIST ablation
-$T --preset cpu-default --set eval_apgd_samples=200 --set "eval_apgd_eps=[1.0, 2.0, 3.0]"
+$T --preset cpu-default
 $T --preset ablation-mnist
 # 5. CURE and adversarial training on CIFAR, one seed (CURE: the gradient-masking flag)
 for v in cure adv; do
