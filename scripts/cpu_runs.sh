@@ -9,6 +9,8 @@
 #
 # Measured (issue 18, 2 cores): a cifar10-jpeg-cpu16 Standard or LCNN run takes about 21 min to
 # train and 17-25 min to evaluate on one thread, with a second run beside it on the other core.
+# GradReg and LCNN + GradReg (double backward) take about 75 min to train (4.5-5.5 min an epoch) and
+# 30 min to evaluate: 1:44-1:49 wall a run.
 # The regeneration ran two such lanes from a clean worktree, each run one line like
 #   OMP_NUM_THREADS=1 python -m lcnn_core train --quiet --resume --preset cifar10-jpeg-cpu16 --variant standard --seed 1
 # and committed each run's results/ folder as it finished (the book's reproducing page lists
