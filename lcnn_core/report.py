@@ -326,24 +326,35 @@ def output_table(runs, root=None):
 COMPONENTS = ("standard", "lcnn", "lcnn_nopen", "csoftplus", "snconv", "clipbn", "softplus_wd")
 
 
-def component_table(runs, root=None):
-    """What lowers curvature: per variant of ``COMPONENTS`` present, accuracy and E C_f (loss and
-    logit) with ours / Standard and the verdict against the paper's LCNN / Standard ratio."""
+def component_verdicts(runs, root=None):
+    """The verdict of E C_f model / Standard on the loss and on the true-class logit, per variant of
+    ``COMPONENTS`` present other than Standard: ``{(variant, metric): Verdict}``, metric "cf" or
+    "cf_logit"; a pair is absent without Standard or where a seed's value is not finite."""
     have = set(runs.variant)
+    if "standard" not in have:
+        return {}
+    return {(v, metric): geometry_verdict(runs, v, metric, root=root)
+            for v in COMPONENTS if v in have and v != "standard" for metric in ("cf", "cf_logit")
+            if np.isfinite(seed_values(runs, v, metric)).all()}
+
+
+def component_table(runs, root=None, judged=None):
+    """What lowers curvature: per variant of ``COMPONENTS`` present, accuracy and E C_f (loss and
+    logit) with ours / Standard and the verdict against the paper's LCNN / Standard ratio.
+    ``judged``: ``component_verdicts(runs, root)`` when the caller has it (each verdict reads every
+    run's per-image values)."""
+    judged = component_verdicts(runs, root) if judged is None else judged
     rows = []
-    for v in [v for v in COMPONENTS if v in have]:
+    for v in [v for v in COMPONENTS if v in set(runs.variant)]:
         acc = seed_values(runs, v, "accuracy")
         row = {"model": VARIANT_LABELS[v], "seeds": str(len(acc)),
                "accuracy %": fmt_seeds(acc, 1)}
         for metric in ("cf", "cf_logit"):
             name = OUTPUTS[metric]
-            vals = seed_values(runs, v, metric)
-            row[f"E C_f {name}"] = fmt_seeds(vals)
-            if v == "standard" or "standard" not in have or not np.isfinite(vals).all():
-                row[f"{name}: / Standard (95% CI)"], row[f"{name} verdict"] = "–", "–"
-            else:
-                ver = geometry_verdict(runs, v, metric, root=root)
-                row[f"{name}: / Standard (95% CI)"], row[f"{name} verdict"] = ver.interval(), ver.outcome
+            row[f"E C_f {name}"] = fmt_seeds(seed_values(runs, v, metric))
+            ver = judged.get((v, metric))
+            row[f"{name}: / Standard (95% CI)"], row[f"{name} verdict"] = (
+                (ver.interval(), ver.outcome) if ver else ("–", "–"))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -80,6 +80,16 @@ def test_component_table_keeps_the_component_order_and_judges_against_lcnns_effe
     assert report.paper_ratio("csoftplus", "cf_logit") == report.paper_ratio("lcnn", "cf")
 
 
+def test_component_verdicts_are_what_the_table_shows_and_need_standard(root):
+    runs = report.load_runs("p", root)
+    judged = report.component_verdicts(runs, root)
+    assert set(judged) == {(v, m) for v in ("lcnn", "csoftplus") for m in ("cf", "cf_logit")}
+    assert report.component_table(runs, root, judged).equals(report.component_table(runs, root))
+    row = report.component_table(runs, root, judged).set_index("model").loc["LCNN"]
+    assert row["loss verdict"] == judged[("lcnn", "cf")].outcome
+    assert report.component_verdicts(runs[runs.variant != "standard"], root) == {}
+
+
 def test_strong_attack_table_averages_seeds_and_flags_masking_if_any_seed_does(root):
     t = report.strong_attack_table("p", root)
     lcnn = t[(t.model == "LCNN") & (t.eps == 0.25)].iloc[0]
