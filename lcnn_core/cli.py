@@ -2,6 +2,7 @@
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
+    python -m lcnn_core train --preset cpu-default --resume --skip-current   # regenerate what is stale
     torchrun --standalone --nproc_per_node=2 -m lcnn_core train --preset team-cifar10 --variant lcnn
     python -m lcnn_core sweep --preset h100-cifar10-jpeg --gpus 0,1   # one run per GPU at a time
     python -m lcnn_core campaign --preset gpu-campaign --budget 480 --concurrent auto --pack $OUT
@@ -17,6 +18,7 @@
 Bad input prints one line ``error: ...`` and exits with status 2.
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -60,6 +62,9 @@ def cmd_train(args):
     for name, run in runs:
         cfg = resolve(run, base=preset["config"])
         run_dir = run_dir_for(cfg, args.out, preset["name"], name)
+        if args.skip_current and is_current(Path(args.results) / preset["name"] / name, cfg, preset["name"]):
+            print(f"{preset['name']}/{name}: results current (fingerprint, clean tree, same config); skipped")
+            continue
         if not is_finished(run_dir):
             try:
                 run_dir = train(cfg, out=args.out, preset=preset["name"], name=name, resume=args.resume,
@@ -75,6 +80,23 @@ def cmd_train(args):
         distributed.stop()
         for run_dir, cfg in trained if ddp.is_main else []:
             _evaluate(run_dir, cfg, args)
+
+
+def is_current(result_dir, cfg, preset):
+    """Whether ``result_dir`` (results/<preset>/<run>/) was trained and evaluated by the current code
+    (``provenance.report``: both fingerprints match) from a clean tree, with the resolved config
+    ``cfg``: what ``train --skip-current`` skips, so that a regeneration resumes on a machine
+    whose runs/ is gone."""
+    import yaml
+    from .provenance import report
+    result_dir = Path(result_dir)
+    if not (result_dir / "provenance.json").exists() or not (result_dir / "config.yaml").exists():
+        return False
+    current = bool(report(result_dir.parent).set_index("folder").loc[result_dir.name, "current"])
+    clean = json.loads((result_dir / "provenance.json").read_text()).get("git_dirty") is False
+    same = yaml.safe_load((result_dir / "config.yaml").read_text()) == yaml.safe_load(
+        yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
+    return current and clean and same
 
 
 def _evaluate(run_dir, cfg, args):
@@ -230,6 +252,8 @@ def parser():
     t.add_argument("--out", default="runs", help="where run folders (with weights) go")
     t.add_argument("--results", default="results", help="where the small result files are published")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
+    t.add_argument("--skip-current", action="store_true",
+                   help="skip a run whose published results match the current code, a clean tree and its config")
     t.add_argument("--no-eval", action="store_true", help="train only")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every CPU result in the book, regenerated with the current code (issue 18), highest priority
-# first: each preset's runs (its grid) and each study, from its preset. Finished runs are skipped,
-# so the script can be killed and rerun; `train` publishes into results/, so `git diff results/`
-# shows what changed. Run it from a clean tree (git_dirty: false) and commit results/ as runs finish.
+# first: each preset's runs (its grid) and each study, from its preset. A run whose results/ folder
+# is current (fingerprint, clean tree, same config: `train --skip-current`) is skipped, and an
+# unfinished one resumes from runs/, so the script can be killed and rerun, on this machine or on a
+# fresh clone; `train` publishes into results/, so `git diff results/` shows what changed. Run it from a clean tree (git_dirty: false) and commit results/ as runs finish.
 # The strong attack (APGD-CE + APGD-T) runs on the CIFAR headline models (all seeds), CURE and
 # adversarial training, every MNIST model and the old small CIFAR preset (its own eps grid); the
 # other CIFAR variants get PGD only.
@@ -17,7 +18,7 @@
 # which folders match the current code).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-T="python -m lcnn_core train --quiet --resume"
+T="python -m lcnn_core train --quiet --resume --skip-current"
 NO_APGD=(--set eval_apgd_samples=null)
 
 # 1. the CPU CIFAR preset: four headline variants x 3 seeds, with APGD; the more-effort check
@@ -27,6 +28,7 @@ for v in standard lcnn; do
 done
 for seed in 0 1 2; do
   for v in standard lcnn gradreg lcnn_gradreg; do
+    case "$v-$seed" in standard-0|lcnn-0) continue ;; esac  # above, with the check
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed"
   done
 done

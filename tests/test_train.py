@@ -254,3 +254,30 @@ def test_adversarial_training_draws_a_new_random_start_each_batch(monkeypatch):
         runs.append(list(seen))
     assert len(set(runs[0])) == 3
     assert runs[0] == runs[1]
+
+
+def test_skip_current_skips_only_results_of_this_code_from_a_clean_tree_with_the_same_config(tmp_path, capsys):
+    import json
+    import yaml
+    from lcnn_core.cli import is_current
+    from lcnn_core.config import load_preset
+    from lcnn_core.provenance import code_fingerprint
+    preset = load_preset("smoke")
+    cfg = resolve(dict(variant="lcnn", seed=0), base=preset["config"])
+    res = tmp_path / "res" / "smoke" / "lcnn-s0"
+    res.mkdir(parents=True)
+
+    def publish(fingerprint=code_fingerprint(), dirty=False, **change):
+        (res / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset="smoke", **change), sort_keys=False))
+        (res / "provenance.json").write_text(json.dumps(dict(code_fingerprint=fingerprint, git_dirty=dirty)))
+        (res / "geometry.json").write_text(json.dumps(dict(provenance=dict(code_fingerprint=fingerprint))))
+
+    publish()
+    assert is_current(res, cfg, "smoke")
+    code, out = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--seed", "0", "--skip-current",
+                     "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"))
+    assert code == 0 and not (tmp_path / "runs").exists()
+    for stale in (dict(fingerprint="0" * 16), dict(dirty=True), dict(dirty=None), dict(lr=cfg["lr"] / 2)):
+        publish(**stale)
+        assert not is_current(res, cfg, "smoke"), stale
+    assert not is_current(tmp_path / "res" / "smoke" / "standard-s0", cfg, "smoke")
