@@ -11,7 +11,8 @@
 # Measured (issue 18, 2 cores): a cifar10-jpeg-cpu16 Standard or LCNN run takes about 21 min to
 # train and 17-25 min to evaluate on one thread, with a second run beside it on the other core.
 # GradReg and LCNN + GradReg (double backward) take about 75 min to train (4.5-5.5 min an epoch) and
-# 30 min to evaluate: 1:44-1:49 wall a run.
+# 30 min to evaluate: 1:44-1:49 wall a run. With little else on the machine (a later session),
+# seed 1 took 48 and 60 min to train and 1:02 / 1:29 wall with evaluation.
 # The regeneration ran two such lanes from a clean worktree, each run one line like
 #   OMP_NUM_THREADS=1 python -m lcnn_core train --quiet --resume --preset cifar10-jpeg-cpu16 --variant standard --seed 1
 # and committed each run's results/ folder as it finished (the book's reproducing page lists
@@ -36,6 +37,7 @@ done
 python -m lcnn_core attack-effort
 # 2. what lowers curvature: LCNN at lambda 0, each component alone, Softplus + Wt. Decay, 3 seeds;
 #    measured: about 28 min a run (22 training, 6 evaluation) on one thread beside a second lane
+#    (12.5-16 min a run when nothing else runs beside the two lanes)
 for seed in 0 1 2; do
   for v in lcnn_nopen csoftplus snconv clipbn softplus_wd; do
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed" "${NO_APGD[@]}"
@@ -47,7 +49,7 @@ done
 $T --preset cifar10-jpeg-cpu16-ablation
 # 4. MNIST: the README preset (its grid: 11 runs) with APGD at eps 1, 2, 3; the MNIST ablation
 $T --preset cpu-default
-$T --preset ablation-mnist
+$T --preset ablation-mnist          # measured: 8 runs in 22.5 min on one thread
 # 5. CURE and adversarial training on CIFAR, one seed (CURE: the gradient-masking flag)
 for v in cure adv; do
   $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed 0
