@@ -292,11 +292,14 @@ def pgd_values(preset, runs, variant, eps=PGD_EPS, root=None):
 
 
 def pgd_verdict(preset, runs, variant="lcnn", baseline="standard", eps=PGD_EPS, root=None):
-    """PGD accuracy difference model − baseline at ``eps``, against the paper's (reference.PAPER_PGD)."""
+    """PGD accuracy difference model − baseline at ``eps``, against the paper's (reference.PAPER_PGD);
+    None until both models have PGD at ``eps`` (a preset being regenerated may have one of them)."""
     i = PAPER_PGD_EPS.index(eps)
     n = runs["pgd_samples"].iloc[0]
-    return verdicts.compare(pgd_values(preset, runs, variant, eps, root), pgd_values(preset, runs, baseline, eps, root),
-                            paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i],
+    vals = [pgd_values(preset, runs, v, eps, root) for v in (variant, baseline)]
+    if not all(len(x) for x in vals):
+        return None
+    return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i],
                             n_images=int(n) if n == n and n is not None else None)
 
 
@@ -450,10 +453,15 @@ def effort_checks(preset, root=None):
 
 def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None):
     """Strongest-attack accuracy difference model − baseline at ``eps`` over seeds. The paper
-    reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick."""
+    reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick. None until
+    both models have the strong attack at ``eps`` (a preset being regenerated may have one of them)."""
     df, _ = strong_attacks(preset, root)
-    df = df[np.isclose(df.eps, eps)]
+    if df.empty:
+        return None
+    df = df[np.isclose(df.eps, eps) & df.run.isin(runs.run)]
     vals = [df[df.variant == v].sort_values("seed").strongest.to_numpy(float) for v in (variant, baseline)]
+    if not all(len(x) for x in vals):
+        return None
     i = PAPER_PGD_EPS.index(PGD_EPS)
     n = int(df.n_samples.iloc[0]) if len(df) else None
     return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i], n_images=n)
@@ -539,15 +547,14 @@ def ledger(root=None):
         if len(robustness_values(preset, runs, "lcnn", root)):
             rows.append(_ledger_row(2, "relative gradient change, LCNN / Standard", scale,
                                     robustness_verdict(preset, runs, root=root), "gradient_robustness"))
-        if len(pgd_values(preset, runs, "lcnn", root=root)):
-            rows.append(_ledger_row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale,
-                                    pgd_verdict(preset, runs, root=root), "adversarial", 1))
+        if (v := pgd_verdict(preset, runs, root=root)) is not None:
+            rows.append(_ledger_row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale, v, "adversarial", 1))
         strong, _ = strong_attacks(preset, root)
-        strong = strong[strong.run.isin(runs.run)] if len(strong) else strong
-        if len(strong) and {"standard", "lcnn"} <= set(strong.variant):
-            eps = float(strong[strong.eps > 0].eps.min())  # the smallest eps of the strong grid: where models differ most
-            rows.append(_ledger_row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)", scale,
-                                    strong_attack_verdict(preset, runs, eps, root=root), "adversarial", 1))
+        if len(strong) and len(strong := strong[strong.run.isin(runs.run) & (strong.eps > 0)]):
+            eps = float(strong.eps.min())  # the smallest eps of the strong grid: where models differ most
+            if (v := strong_attack_verdict(preset, runs, eps, root=root)) is not None:
+                rows.append(_ledger_row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)",
+                                        scale, v, "adversarial", 1))
         if "lcnn_gradreg" in have:
             for other in ("lcnn", "gradreg"):
                 if other in have:

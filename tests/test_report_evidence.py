@@ -138,3 +138,23 @@ def test_component_ratios_divide_the_means_by_standard_and_by_lcnn(root):
     assert r.loc["lcnn", "cf_over_lcnn"] == pytest.approx(1.0)
     # csoftplus has 5x LCNN's curvature in every seed: its interval against LCNN holds 5 and excludes 1
     assert 1 < r.loc["csoftplus", "cf_over_lcnn_low"] < r.loc["csoftplus", "cf_over_lcnn"] < r.loc["csoftplus", "cf_over_lcnn_high"]
+
+
+def test_verdicts_wait_for_both_models_while_a_preset_is_being_regenerated(root, monkeypatch):
+    """Standard regenerated with a new eps grid, LCNN not yet: no verdict at an eps one model
+    lacks (None, not an error), a verdict where both have it; the ledger skips what is missing."""
+    for seed in range(3):
+        d = root / "p" / f"lcnn-s{seed}"
+        att = json.loads((d / "attacks.json").read_text())
+        att["table"] = [r for r in att["table"] if r["eps"] != 0.25]
+        (d / "attacks.json").write_text(json.dumps(att))
+    runs = report.load_runs("p", root)
+    assert report.strong_attack_verdict("p", runs, 0.25, root=root) is None
+    assert report.strong_attack_verdict("p", runs, 0.5, root=root).estimate == pytest.approx(30 - 11)
+    assert report.pgd_verdict("p", runs, root=root) is not None
+    for seed in range(3):
+        (root / "p" / f"standard-s{seed}" / "pgd.json").unlink()
+    assert report.pgd_verdict("p", report.load_runs("p", root), root=root) is None
+    monkeypatch.setattr(report, "SCALES", [("p", None, "made up")])
+    tests = set(report.ledger(root).test)
+    assert not any(t.startswith("strongest-attack") or t.startswith("PGD") for t in tests)
