@@ -57,6 +57,12 @@ done
 # 6. the old small CIFAR preset, kept as a smaller rerun; the studies
 $T --preset cifar10-jpeg-cpu
 python -m lcnn_core linear-baseline
+# the tightness study reads trained weights (runs/, gone on a fresh machine): train, without
+# evaluating or publishing, whatever of its presets is missing there (CPU training is deterministic,
+# so these are the committed models; tests/test_rerun.py checks that on two of them)
+for p in ablation-mnist cifar10-jpeg-cpu cpu-default; do
+  python -m lcnn_core train --quiet --resume --no-eval --preset "$p"
+done
 python -m lcnn_core tightness
 python -m lcnn_core yao
 # 7. the CI rerun check's reference files (one thread, as tests/test_rerun.py runs them)
