@@ -463,8 +463,8 @@ def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard"
     if not all(len(x) for x in vals):
         return None
     i = PAPER_PGD_EPS.index(PGD_EPS)
-    n = int(df.n_samples.iloc[0]) if len(df) else None
-    return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i], n_images=n)
+    return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i],
+                            n_images=int(df.n_samples.iloc[0]))
 
 
 # The scales the ledger reads: (preset, LCNN lambda or None for all, short name).

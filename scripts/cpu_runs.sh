@@ -59,7 +59,7 @@ $T --preset cifar10-jpeg-cpu
 python -m lcnn_core linear-baseline
 # the tightness study reads trained weights (runs/, gone on a fresh machine): train, without
 # evaluating or publishing, whatever of its presets is missing there (CPU training is deterministic,
-# so these are the committed models; tests/test_rerun.py checks that on two of them)
+# so these are the committed models; tests/test_rerun.py checks that on the two smoke runs)
 for p in ablation-mnist cifar10-jpeg-cpu cpu-default; do
   python -m lcnn_core train --quiet --resume --no-eval --preset "$p"
 done
