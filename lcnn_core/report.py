@@ -451,11 +451,12 @@ def effort_checks(preset, root=None):
     return pd.DataFrame(rows)
 
 
-def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None):
+def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None, df=None):
     """Strongest-attack accuracy difference model − baseline at ``eps`` over seeds. The paper
     reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick. None until
-    both models have the strong attack at ``eps`` (a preset being regenerated may have one of them)."""
-    df, _ = strong_attacks(preset, root)
+    both models have the strong attack at ``eps`` (a preset being regenerated may have one of them).
+    ``df``: the preset's ``strong_attacks`` frame, where the caller has read it already."""
+    df = strong_attacks(preset, root)[0] if df is None else df
     if df.empty:
         return None
     df = df[np.isclose(df.eps, eps) & df.run.isin(runs.run)]
@@ -552,7 +553,7 @@ def ledger(root=None):
         strong, _ = strong_attacks(preset, root)
         if len(strong) and len(strong := strong[strong.run.isin(runs.run) & (strong.eps > 0)]):
             eps = float(strong.eps.min())  # the smallest eps of the strong grid: where models differ most
-            if (v := strong_attack_verdict(preset, runs, eps, root=root)) is not None:
+            if (v := strong_attack_verdict(preset, runs, eps, root=root, df=strong)) is not None:
                 rows.append(_ledger_row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)",
                                         scale, v, "adversarial", 1))
         if "lcnn_gradreg" in have:
