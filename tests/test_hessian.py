@@ -229,7 +229,7 @@ def test_hessian_notebook_runs_under_papermill_on_a_tiny_run(tmp_path):
     results = tmp_path / "yao"
     assert main(["yao", "--preset", "yao-tiny", "--out", str(results)]) == 0
     for name in ("models.csv", "spectrum.csv", "robustness.csv", "density.csv", "landscape_1d.csv",
-                 "landscape_2d.csv", "spread.csv", "provenance.json"):
+                 "landscape_2d.csv", "spread.csv", "matched.csv", "provenance.json"):
         assert (results / name).exists(), name
     out = tmp_path / "hessian_spectrum.ipynb"
     pm.execute_notebook(str(root / "notebooks" / "hessian_spectrum.ipynb"), str(out), kernel_name="python3",

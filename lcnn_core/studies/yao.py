@@ -1,7 +1,7 @@
 """Yao et al. (2018) at CPU scale (STUDY.md §5): Hessian spectrum, loss landscape and
 adversarial robustness of M1 on MNIST-5k against the training batch size.
 
-    python -m lcnn_core yao                                  # the full run, preset yao (~45 min on 1 core)
+    python -m lcnn_core yao                                  # the full run, preset yao (~55 min on 1 core)
     python -m lcnn_core yao --preset yao-tiny --out /tmp/y   # a seconds-long smoke run, same files
 
 Every setting (batch sizes, seeds, epochs, lr, Hessian sample, attack budgets, ...) is in the
@@ -11,8 +11,9 @@ Per model (batch size x seed): train/test accuracy and loss, the top Hessian eig
 (power iteration, relative tol), Hutchinson trace, input-space E C_f, and robust accuracy
 under FGSM, iterative FGSM (L_inf) and L2 PGD. For seed 0: top-k spectrum, SLQ density,
 1-D / 2-D loss landscapes along the top eigenvectors. Then the spread of the top
-eigenvalue over random subsets of 64 ... 4000 training samples, and an LCNN small CNN at
-the smallest and largest batch. Writes small CSVs and provenance.json to ``out``
+eigenvalue over random subsets of 64 ... 4000 training samples, an LCNN small CNN at
+the smallest and largest batch, and the loss-matched control (M1 trained to the same training
+loss at each of ``matched_batch_sizes``). Writes small CSVs and provenance.json to ``out``
 (default results/yao/), each stage as soon as it is done.
 """
 import time
@@ -253,7 +254,7 @@ def run(cfg, out="results/yao", only=None, skip_lcnn=False):
                               wall_time_s=round(time.perf_counter() - t, 1)),
                    out / f"provenance_{only}.json", default=str)
         return
-    for f in out.glob("*.csv"):
+    for f in [*out.glob("*.csv"), *out.glob("provenance_*.json")]:  # a full run replaces every stage's files
         f.unlink()
     t0 = time.perf_counter()
     prov = provenance("cpu", seed=cfg["seeds"], config=cfg, status="running", wall_time_s=None,
@@ -286,6 +287,9 @@ def run(cfg, out="results/yao", only=None, skip_lcnn=False):
 
     if not skip_lcnn:
         lcnn(data, hess_batches, cfg, out, rows)
+
+    log("the loss-matched control")
+    matched(data, hess_batches, cfg, out)
 
     prov.update(status="complete", wall_time_s=round(time.perf_counter() - t0, 1))
     write_json(prov, out / "provenance.json", default=str)
