@@ -56,7 +56,7 @@ for v in cure adv; do
 done
 # 6. the old small CIFAR preset, kept as a smaller rerun; the studies
 #    measured (one thread beside a second lane): GradReg and LCNN + GradReg 16-17 min a run with APGD
-#    (6.5 of them training); tightness's weights (--no-eval, below) about 1:40 for the 20 models it
+#    (6.5 of them training); tightness's weights (--no-eval, below) about 40 min for the 20 models it
 #    lacks; yao 33 min plus 22 for its loss-matched control
 $T --preset cifar10-jpeg-cpu
 python -m lcnn_core linear-baseline
