@@ -57,7 +57,7 @@ done
 # 6. the old small CIFAR preset, kept as a smaller rerun; the studies
 #    measured (one thread beside a second lane): GradReg and LCNN + GradReg 16-17 min a run with APGD
 #    (6.5 of them training); tightness's weights (--no-eval, below) about 40 min for the 20 models it
-#    lacks; yao 33 min plus 22 for its loss-matched control
+#    lacks; yao 33 min plus 6 for its loss-matched control
 $T --preset cifar10-jpeg-cpu
 python -m lcnn_core linear-baseline
 # the tightness study reads trained weights (runs/, gone on a fresh machine): train, without

@@ -1,7 +1,7 @@
 """Yao et al. (2018) at CPU scale (STUDY.md §5): Hessian spectrum, loss landscape and
 adversarial robustness of M1 on MNIST-5k against the training batch size.
 
-    python -m lcnn_core yao                                  # the full run, preset yao (~55 min on 1 core)
+    python -m lcnn_core yao                                  # the full run, preset yao (~40 min on 1 core)
     python -m lcnn_core yao --preset yao-tiny --out /tmp/y   # a seconds-long smoke run, same files
 
 Every setting (batch sizes, seeds, epochs, lr, Hessian sample, attack budgets, ...) is in the
