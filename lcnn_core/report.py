@@ -491,7 +491,9 @@ def _ledger_row(claim, test, scale, v, page, digits=2):
     return {"claim": claim, "test": test, "paper": paper, "ours (95% CI)": v.interval(digits),
             "ours / paper": f"{v.relative:.2f}" + (" (log)" if v.scale == "ratio" else "") if np.isfinite(v.relative) else "–",
             "scale": scale, "seeds": v.seeds(), "images": v.n_images if v.n_images is not None else "–",
-            "verdict": v.outcome, "why": why, "method": v.method, "page": page}
+            "verdict": v.outcome, "why": why, "method": v.method, "page": page,
+            # the same numbers unformatted, for the forest plot (lcnn_core.figures)
+            "effect": v.scale, "estimate": v.estimate, "low": v.low, "high": v.high, "paper_value": v.paper}
 
 
 def train_cost(root=None):
@@ -528,8 +530,10 @@ def cost_ratios(root=None):
 
 def ledger(root=None):
     """One row per claim and scale: the paper's effect, ours with its 95 % interval, ours / paper,
-    the scale, seeds, images, the verdict and why, and the page that shows it. Computed from
-    results/ on every call; scales whose results are missing are skipped."""
+    the scale, seeds, images, the verdict and why, and the page that shows it, then the same
+    numbers unformatted (``effect`` "ratio" or "difference", ``estimate``, ``low``, ``high``,
+    ``paper_value``: NaN where there is no interval). Computed from results/ on every call; scales
+    whose results are missing are skipped."""
     root = Path(root) if root else results_root()
     rows = []
     for preset, lam, scale in SCALES:
