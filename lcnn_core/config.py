@@ -71,9 +71,10 @@ DEFAULTS = {
     # run
     "seed": 0,
     "device": "auto",            # auto | cpu | cuda
-    "amp": "auto",               # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    "amp": "auto",               # auto (CUDA: bf16 from compute capability 8.0, fp16 + GradScaler on 7.x, else off; CPU: off) | off | bf16 | fp16
     "channels_last": "auto",     # auto (on for CUDA) | on | off
-    "compile": "auto",           # torch.compile the model: auto (CUDA, first-order variants) | on | off
+    "capture": "auto",           # replay each training step as a CUDA graph: auto (CUDA, one process, not adversarial training) | off
+    "compile": "auto",           # torch.compile the model: auto (CUDA, first-order variants, when the step is not captured) | on | off
     # evaluation (python -m lcnn_core evaluate)
     "eval_samples": 256,         # test images for the geometry table and gradient robustness
     "eval_pgd_samples": 500,     # test images for PGD accuracy
@@ -301,8 +302,9 @@ def resolve(overrides, base=None):
         raise ConfigError(f"{cfg['dataset']} has {n} classes, but num_classes={cfg['num_classes']} was requested")
     if not 0 < cfg["onecycle_warmup"] < 1:
         raise ConfigError(f"onecycle_warmup must lie in (0, 1), got {cfg['onecycle_warmup']}")
-    for key in ("amp", "channels_last", "device", "compile", "lr_schedule"):
+    for key in ("amp", "channels_last", "capture", "device", "compile", "lr_schedule"):
         allowed = {"amp": ("auto", "off", "bf16", "fp16"), "channels_last": ("auto", "on", "off"),
+                   "capture": ("auto", "off"),
                    "device": ("auto", "cpu", "cuda"), "compile": ("auto", "on", "off"),
                    "lr_schedule": ("multistep", "onecycle")}[key]
         if cfg[key] not in allowed:

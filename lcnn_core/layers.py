@@ -294,6 +294,43 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+class _SpectralNormalise(torch.autograd.Function):
+    """W / sigma after one power step on u, as one autograd node (fewer dispatched ops than
+    autograd's ten or so: no clone, no norm / div / conv backward nodes of their own).
+
+    Forward (no grad): u <- W^T W u / ||W^T W u|| (conv then conv_transpose, into the buffer),
+    w u = conv(u, W), sigma = ||w u|| (into the buffer); returns W / sigma.
+    Backward: for G = dL/d(W / sigma),
+        dL/dW = G / sigma - (<G, W> / sigma^2) dsigma/dW,   dsigma/dW = conv_weight_grad(u, w u / sigma),
+    sigma's gradient v u^T in W with v = W u / ||W u|| (u held fixed, as in power-iteration SN).
+    First order only: nothing differentiates through W's normalisation twice (GradReg and CURE
+    take second derivatives in x, never through this node).
+    """
+
+    @staticmethod
+    def forward(ctx, weight, u_buf, sigma_buf, stride, padding, out_pad):
+        v = F.conv2d(u_buf, weight, stride=stride, padding=padding)
+        u = F.conv_transpose2d(v, weight, stride=stride, padding=padding, output_padding=out_pad)
+        u = u / u.norm().clamp_min(1e-30)
+        u_buf.copy_(u)
+        wu = F.conv2d(u, weight, stride=stride, padding=padding)
+        sigma = wu.norm()
+        sigma_buf.copy_(sigma)
+        ctx.save_for_backward(weight, u, wu, sigma)
+        ctx.conv = (stride, padding)
+        return weight / sigma
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        weight, u, wu, sigma = ctx.saved_tensors
+        stride, padding = ctx.conv
+        _, grad_sigma_w, _ = torch.ops.aten.convolution_backward(
+            wu, u, weight, None, stride, padding, (1, 1), False, (0, 0), 1, (False, True, False))
+        coef = _dot(g, weight) / (sigma * sigma * sigma)  # <G, W> / sigma^2, and 1 / sigma of v = w u / sigma
+        return torch.addcmul(g / sigma, grad_sigma_w, coef, value=-1.0), None, None, None, None, None
+
+
 class SNConv2d(nn.Conv2d):
     """Conv2d whose weight is divided by the *true operator norm* of the convolution
     on inputs of size ``input_size`` (H, W), stride and padding included.
@@ -338,21 +375,13 @@ class SNConv2d(nn.Conv2d):
         if not self.training:
             return self._conv(x, self.weight / self.sigma)
         with torch.autocast(x.device.type, enabled=False):  # the norm in fp32 even under AMP
-            sigma = self._power_step()
-        return self._conv(x, self.weight / sigma)
+            weight = self._power_step()
+        return self._conv(x, weight)
 
     def _power_step(self):
-        """One power-iteration step on the buffer u; returns sigma = ||W u||, which is
-        v^T W u with v = W u / ||W u|| and has the spectral norm's gradient v u^T in W."""
-        with torch.no_grad():
-            v = self._conv(self.u, self.weight)
-            u = F.conv_transpose2d(v, self.weight, stride=self.stride, padding=self.padding,
-                                   output_padding=self.out_pad)
-            self.u.copy_(u / u.norm().clamp_min(1e-30))
-        # a copy: a second forward in the same graph (CURE) updates the buffer in place
-        sigma = self._conv(self.u.clone(), self.weight).norm()
-        self.sigma.copy_(sigma.detach())
-        return sigma
+        """One power-iteration step on the buffer u; returns W / sigma with sigma = ||W u||
+        (``_SpectralNormalise``: the step, the norm and its gradient in one autograd node)."""
+        return _SpectralNormalise.apply(self.weight, self.u, self.sigma, self.stride, self.padding, self.out_pad)
 
     def operator_norm(self):
         """True operator norm of the normalised conv (converged Lanczos, rounded up)."""

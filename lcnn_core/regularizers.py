@@ -10,16 +10,23 @@
 * ``cure_penalty``: CURE's finite-difference curvature penalty
   mean_i ||grad l_i(x_i + h z_i) - grad l_i(x_i)||^2, z_i = sign(g_i) / ||sign(g_i)||.
 """
+import torch
+
 from .checks import input_gradients
 from .layers import CenteredSoftplus, ClippedBatchNorm2d
 
 
 def lcnn_penalty(model, lam_beta=1e-3, lam_gamma=1e-3):
-    """lambda_beta * sum beta + lambda_gamma * sum |log gamma| (a scalar tensor)."""
-    betas = [m.log_beta.exp() for m in model.modules() if isinstance(m, CenteredSoftplus)]
-    log_gammas = [m.log_gamma.abs() for m in model.modules() if isinstance(m, ClippedBatchNorm2d)]
-    zero = next(model.parameters()).new_zeros(())
-    return lam_beta * sum(betas, zero) + lam_gamma * sum(log_gammas, zero)
+    """lambda_beta * sum beta + lambda_gamma * sum |log gamma| (a scalar tensor): each sum over
+    the stacked parameters, a handful of ops instead of one exp / abs / add per layer."""
+    betas = [m.log_beta for m in model.modules() if isinstance(m, CenteredSoftplus)]
+    log_gammas = [m.log_gamma for m in model.modules() if isinstance(m, ClippedBatchNorm2d)]
+    total = next(model.parameters()).new_zeros(())
+    if betas:
+        total = total + lam_beta * torch.stack(betas).exp().sum()
+    if log_gammas:
+        total = total + lam_gamma * torch.stack(log_gammas).abs().sum()
+    return total
 
 
 def reference_gradreg_coefficient(lam=1e-3, batch_size=128):

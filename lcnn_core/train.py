@@ -38,6 +38,7 @@ from .layers import frozen
 from .models import build_model
 from .provenance import now, provenance
 from .regularizers import cure_penalty, gradient_penalty, lcnn_penalty
+from .step import TrainStep, fp16_gradient_scaler, wants_capture
 
 NO_DECAY = ("log_beta", "log_gamma")
 
@@ -65,9 +66,17 @@ def pick_device(cfg):
 
 
 def amp_dtype(cfg, device):
+    """The autocast dtype, or None for fp32. ``amp: auto`` follows the hardware (GPU.md):
+    bf16 on CUDA compute capability >= 8.0 (A100, L4, H100), fp16 with a GradScaler on 7.x
+    (T4, V100: tensor cores for fp16 only), fp32 below (P100: no tensor cores) and on CPU.
+    The capability decides, not ``torch.cuda.is_bf16_supported()``, which is True where bf16
+    is only emulated."""
     mode = cfg["amp"]
     if mode == "auto":
-        mode = "bf16" if device.type == "cuda" else "off"
+        mode = "off"
+        if device.type == "cuda":
+            major, _ = torch.cuda.get_device_capability(device)
+            mode = "bf16" if major >= 8 else "fp16" if major >= 7 else "off"
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
@@ -91,7 +100,13 @@ def optimizer_for(model, cfg):
     decay = [p for n, p in model.named_parameters() if not n.endswith(NO_DECAY)]
     no_decay = [p for n, p in model.named_parameters() if n.endswith(NO_DECAY)]
     groups = [dict(params=decay, weight_decay=cfg["weight_decay"]), dict(params=no_decay, weight_decay=0.0)]
-    return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+    # fused: one kernel for every parameter (CPU and CUDA) instead of about eight dispatched ops
+    # per parameter; it rounds the update as the loop does to within an ulp (a fused multiply-add)
+    return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], fused=_fusable(decay + no_decay))
+
+
+def _fusable(params):
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
 SCHEDULE_FORMAT = "per-step"  # checkpoints of the older per-epoch scheduler cannot be resumed
@@ -136,12 +151,16 @@ def scheduler_for(opt, cfg, steps_per_epoch):
 def wants_compile(cfg, device):
     """Whether a run trains under ``torch.compile``: as ``compile`` says, where "auto" means
     CUDA only (on 2 CPU cores compiling a ResNet-18 took 2.5 min and saved about 12 % of an
-    LCNN step: it does not pay for a 10-minute run; benchmarks/train_step.py). Never for
+    LCNN step: it does not pay for a 10-minute run; benchmarks/train_step.py), and there only
+    where the step is not replayed as a CUDA graph (``step.wants_capture``). Never for
     GradReg or CURE, whose double backward torch.compile does not support."""
     spec = TRAINING_VARIANTS[cfg["variant"]]
     if spec["gradreg"] or spec["cure"] or cfg["compile"] == "off":
         return False
-    return cfg["compile"] == "on" or device.type == "cuda"
+    if cfg["compile"] == "on":
+        return True
+    # auto: a captured step already costs one launch, and compiling costs minutes of start-up
+    return device.type == "cuda" and not wants_capture(cfg, device)
 
 
 class Compiled(torch.nn.Module):
@@ -228,7 +247,7 @@ def load_checkpoint(path, map_location="cpu"):
     return ckpt
 
 
-def _differences(a, b, ignore=("device", "amp", "channels_last", "compile", "data_root")):
+def _differences(a, b, ignore=("device", "amp", "channels_last", "capture", "compile", "data_root")):
     return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k) != b.get(k))
 
 
@@ -299,6 +318,9 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         log(f"{run_dir}: resuming after epoch {start_epoch}")
     # DDP with global batch norm under torchrun; otherwise the model, compiled where it pays off
     net = ddp.wrap(model, device) if ddp.enabled else compiled(model, cfg, device)
+    capture = wants_capture(cfg, device, distributed=ddp.enabled)
+    step = TrainStep(net, cfg, opt, sched, device, training_loss, amp=amp,
+                     scaler=fp16_gradient_scaler(amp, device), capture=capture)
     if ddp.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
@@ -313,28 +335,18 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
                                   "checkpoint kept, continue with --resume")
         net.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        first_bad = torch.full((), -1, device=device, dtype=torch.long)
-        seen = 0
+        step.start_epoch()
         bar = tqdm(loader, desc=f"{run_dir.name} epoch {epoch + 1}/{cfg['epochs']}", disable=not progress,
                    leave=False, mininterval=2.0)
-        for step, (x, y) in enumerate(bar):
+        for x, y in bar:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, logits = training_loss(net, x, y, cfg)
-            finite = torch.isfinite(loss)
-            first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
-            if device.type == "cpu" and not ddp.all_true(finite):
-                break  # no weight update from a non-finite loss (on any rank)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
+            step(x, y)
+            # on CPU reading a tensor costs no wait, so a non-finite loss stops the epoch at once
+            # (on a GPU the epoch's end reads it: one sync an epoch)
+            if device.type == "cpu" and not ddp.all_true(step.first_bad < 0):
+                break
+        loss_sum, correct, first_bad, seen = step.totals()
         ddp.all_sum(loss_sum, correct)  # the global batch's numbers
         seen, first_bad = seen * ddp.world_size, ddp.earliest(first_bad)
         if int(first_bad) >= 0:

@@ -186,7 +186,9 @@ def test_compile_auto_is_off_on_cpu_and_for_double_backward():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     from lcnn_core.train import wants_compile
     assert not wants_compile(resolve(dict(variant="lcnn")), cpu)
-    assert wants_compile(resolve(dict(variant="lcnn")), cuda)
+    assert not wants_compile(resolve(dict(variant="lcnn")), cuda)  # captured as a CUDA graph instead
+    assert wants_compile(resolve(dict(variant="lcnn", capture="off")), cuda)
+    assert wants_compile(resolve(dict(variant="adv")), cuda)  # not capturable: compiled
     assert not wants_compile(resolve(dict(variant="gradreg")), cuda)
     assert not wants_compile(resolve(dict(variant="cure", compile="on")), cuda)
     assert wants_compile(resolve(dict(variant="standard", compile="on")), cpu)
