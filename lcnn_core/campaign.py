@@ -9,14 +9,20 @@ The runs are the preset's (``campaign_runs``: its grid blocks in order, each wit
 seed-major variants x seeds), each named and configured as ``train --run NAME`` trains it. One call:
 
 1. **Plans.** Runs published in ``results/<preset>/<run>/`` (provenance.json and geometry.json) are
-   skipped. Each other run costs ``startup_s + remaining epochs x epoch seconds x sharing + eval_s``:
-   epoch seconds are the median ``epoch_time`` in the history.csv of finished runs of the same
-   variant, arch, width and batch size (this preset's results, then the folders in ``timings.from``),
-   scaled by the number of training images and, for another GPU, by ``GPU_TIME`` (assumed ratios);
-   else a stated default. ``sharing`` is the per-process slowdown with N runs on one GPU: measured
-   by ``--probe`` (results/<preset>/probe.json) or, unmeasured, ``max(1, N / c)`` for sources that
-   ran c at a time. The plan is a list schedule in priority order on N slots: a run that cannot end
-   (evaluation included) before ``budget - pack_s`` is not started, and a later, shorter one may be.
+   skipped. Each other run costs ``startup_s + remaining epochs x (epoch seconds x sharing + overhead) +
+   eval_s``. Each term comes from the first of: a value the preset's ``timings:`` or ``--timing`` sets;
+   what ``lcnn_core.timing`` learns from the committed records of earlier calls (every
+   ``results/*/campaign.json``: start-up, epoch, per-epoch overhead and evaluation times per variant and
+   model, GPU and concurrency) and, for a variant no call ran, from the newest committed GPU benchmark;
+   the median ``epoch_time`` in the history.csv of finished runs of the same variant, arch, width and
+   batch size (this preset's results, then the folders in ``timings.from``); a stated default. Epoch
+   times are scaled by the number of training images and, for another GPU, by ``GPU_TIME`` (assumed
+   ratios). ``sharing`` is the per-process slowdown with N runs on one GPU: measured by ``--probe``
+   (results/<preset>/probe.json) or, unmeasured, ``max(1, N / c)`` for sources that ran c at a time.
+   The plan is a list schedule in priority order on N slots: a run that cannot end (evaluation
+   included) before ``budget - pack_s`` is not started, and a later, shorter one may be. The probe
+   (``--concurrent auto``) tries up to ``--max-concurrent`` processes, by default one per two CPU
+   cores (``probe_limit``), because the step is launch-bound.
 2. **Prepares the data** once (extraction and decoding of the JPEG copy), then plans again with the
    time left, and prints both plans.
 3. **Runs** each run as ``python -m lcnn_core train --preset P --run-name NAME --resume --stop-at T``
@@ -61,6 +67,8 @@ from .atomic import write_json
 from .config import DATASET_CLASSES, ConfigError, load_preset, parse_set, preset_runs, resolve
 from .data import md5_of
 from .sweep import parse_devices
+from . import timing
+from .timing import DATASET_IMAGES, GPU_TIME, gpu_time  # noqa: F401  (re-exported: campaign.GPU_TIME)
 
 # Planning defaults; a preset's ``timings:`` section overrides any of them.
 DEFAULT_TIMINGS = {
@@ -84,11 +92,22 @@ DEFAULT_TIMINGS = {
                                      # + APGD-T, 100 steps x (1 + 9 targets) x 3 eps, ~0.05 s per pass)
     "pack_s": 15,                    # writing campaign.json and the archive
 }
-# Time per epoch relative to an H100 (assumed, not measured here: the book's rough guess for a T4).
-GPU_TIME = {"H100": 1.0, "H200": 1.0, "A100": 1.6, "L4": 5.0, "T4": 10.0, "P100": 10.0}
-DATASET_IMAGES = {"cifar10": 50000, "cifar10-jpeg": 50000, "cifar100": 50000, "mnist5k": 4000}
+# GPU_TIME (relative time per epoch of a GPU) and DATASET_IMAGES live in lcnn_core.timing.
 ARCHIVE_LIMIT = 16 * 2**20
 FALLBACK_CONCURRENT = 3  # when the probe fails: what the committed H100 runs shared
+# The probe's upper level with --max-concurrent auto: the training step of a full-width ResNet-18 is
+# launch-bound on an H100/H200 (Standard's epoch took 5.2-5.5 s with 3 processes sharing an H200 and
+# 5.3 s alone, results/h100-cifar10-jpeg/campaign.json and results/benchmarks/train_step_cuda_epoch.json),
+# so each process needs a CPU core of its own to issue kernels, and one more for the data and test pass.
+CORES_PER_PROCESS = 2
+MAX_SHARING = 8
+
+
+def probe_limit(cpu_count=None):
+    """The most processes the probe tries on one GPU: cpu_count // CORES_PER_PROCESS, between 1 and
+    MAX_SHARING (8 on the H200 machine's 16 cores, 1 on 2 cores)."""
+    cores = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, min(MAX_SHARING, cores // CORES_PER_PROCESS))
 
 
 class CampaignError(RuntimeError):
@@ -153,8 +172,11 @@ def epochs_done(run_dir):
 
 # ------------------------------------------------------------------ estimates
 def timings_for(preset):
+    """DEFAULT_TIMINGS updated by the preset's ``timings:`` (and --timing, merged into it); ``explicit``
+    names the keys set there, which win over anything learned (``estimate``)."""
     t = dict(DEFAULT_TIMINGS)
     t.update(preset.get("timings") or {})
+    t["explicit"] = set(preset.get("timings") or {})
     return t
 
 
@@ -173,16 +195,7 @@ def parse_timings(items):
     return out
 
 
-def gpu_time(hardware):
-    """Relative time per epoch of the GPU named in ``hardware`` (GPU_TIME), None if unknown."""
-    for key, value in GPU_TIME.items():
-        if key in (hardware or ""):
-            return value
-    return None
-
-
-def _images(cfg):
-    return cfg.get("n_train") or DATASET_IMAGES.get(cfg.get("dataset"), 1)
+_images = timing.images
 
 
 def _calls_by_run(results, preset_name):
@@ -236,13 +249,24 @@ def sharing(n, c, probe):
     return max(1.0, n / c)
 
 
-def estimate(run, rows, timings, n, hardware, probe):
-    """{epoch_s, source, train_s, total_s} for ``run`` with ``n`` sharing a GPU named ``hardware``."""
+def estimate(run, rows, timings, n, hardware, probe, learned=None):
+    """{epoch_s, source, train_s, total_s, startup_s, eval_s} for ``run`` with ``n`` sharing a GPU named
+    ``hardware``. Each quantity comes from the first of: a value set explicitly (the preset's
+    ``timings:`` or ``--timing``: startup_s, eval_s, epoch_overhead_s); what ``learned``
+    (``timing.learn``: the committed campaign records, then the newest GPU benchmark) says; the
+    history.csv ``rows`` (``measured_epochs``: this preset's results, then ``timings.from``); the
+    stated defaults. total_s = startup_s + remaining x (epoch_s x epoch_scale + overhead) + eval_s."""
     cfg = run.cfg
+    fixed = timings.get("explicit", set())
+    share = lambda k, c: sharing(k, c, probe)  # noqa: E731
+    got = learned.estimate(cfg, n, hardware, share) if learned is not None and not str(hardware).startswith("CPU") \
+        else dict(startup_s=None, epoch_s=None, overhead_s=None, eval_s=None, source=None)
     same = [r for r in rows if (r["variant"], r["arch"], r["width"], r["batch_size"])
             == (cfg["variant"], cfg["arch"], cfg["width"], cfg["batch_size"])]
     here = gpu_time(hardware)
-    if same:
+    if got["epoch_s"] is not None:
+        epoch_s, source = got["epoch_s"], got["source"]
+    elif same:
         own = [r for r in same if r["folder"] == same[0]["folder"]]  # prefer the first folder (this preset's)
         picks = []
         for r in own:
@@ -250,7 +274,7 @@ def estimate(run, rows, timings, n, hardware, probe):
             gpu = here / there if here and there else 1.0
             picks.append(r["epoch_s"] * _images(cfg) / r["images"] * gpu * sharing(n, r["concurrency"], probe))
         epoch_s = float(pd.Series(picks).median())
-        source = f"measured ({own[0]['folder']}, {len(own)} run{'s' * (len(own) > 1)})"
+        source = f"history ({own[0]['folder']}, {len(own)} run{'s' * (len(own) > 1)})"
     elif cfg["variant"] in timings["default_epoch_s"]:
         gpu = here or 1.0
         epoch_s = (timings["default_epoch_s"][cfg["variant"]] * _images(cfg) / timings["default_images"] * gpu
@@ -260,11 +284,17 @@ def estimate(run, rows, timings, n, hardware, probe):
         raise ConfigError(f"no timing for variant {cfg['variant']}: add it to the preset's timings.default_epoch_s")
     if here is None and hardware and not hardware.startswith("CPU"):
         source += f"; {hardware} not in GPU_TIME, taken as fast as the source"
-    epoch_s = epoch_s * timings["epoch_scale"] + timings["epoch_overhead_s"]
-    startup_s = timings["startup_s"] + (timings["compile_s"] if _compiles(cfg, hardware) else 0.0)
+
+    def pick(key, learned_key):
+        return timings[key] if key in fixed or got[learned_key] is None else got[learned_key]
+
+    overhead = pick("epoch_overhead_s", "overhead_s")
+    epoch_s = epoch_s * timings["epoch_scale"] + overhead
+    startup_s = pick("startup_s", "startup_s") + (timings["compile_s"] if _compiles(cfg, hardware) else 0.0)
+    eval_s = pick("eval_s", "eval_s")
     train_s = startup_s + run.remaining * epoch_s
-    return dict(epoch_s=epoch_s, source=source, train_s=train_s, total_s=train_s + timings["eval_s"],
-                startup_s=startup_s, eval_s=timings["eval_s"])
+    return dict(epoch_s=epoch_s, source=source, train_s=train_s, total_s=train_s + eval_s,
+                startup_s=startup_s, eval_s=eval_s)
 
 
 def _compiles(cfg, hardware):
@@ -273,7 +303,7 @@ def _compiles(cfg, hardware):
     return wants_compile(cfg, SimpleNamespace(type="cpu" if str(hardware).startswith("CPU") else "cuda"))
 
 
-def probe_scale(probe, runs, rows, timings, n, hardware):
+def probe_scale(probe, runs, rows, timings, n, hardware, learned=None):
     """The factor that turns the history-based epoch estimate of the probed run into what the probe
     measured with this code on this GPU (training images / per-process images/s at ``n`` processes);
     None without a usable probe. It carries a speed-up of the code since the histories were taken."""
@@ -283,8 +313,8 @@ def probe_scale(probe, runs, rows, timings, n, hardware):
     per = {lvl["concurrent"]: lvl["per_process_images_per_s"] for lvl in probe.get("levels", [])}
     if run is None or not per or min(n, max(per)) not in per or per[min(n, max(per))] <= 0:
         return None
-    plain = dict(timings, epoch_scale=1.0, epoch_overhead_s=0.0)
-    before = estimate(dataclasses.replace(run, remaining=0), rows, plain, n, hardware, None)["epoch_s"]
+    plain = dict(timings, epoch_scale=1.0, epoch_overhead_s=0.0, explicit=set(timings.get("explicit", ())) | {"epoch_overhead_s"})
+    before = estimate(dataclasses.replace(run, remaining=0), rows, plain, n, hardware, None, learned)["epoch_s"]
     return _images(run.cfg) / per[min(n, max(per))] / before
 
 
@@ -345,10 +375,12 @@ def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, 
     Returns (todo runs, placed)."""
     slots = slots or n
     timings = timings_for(preset)
-    timings["eval_s"] = measured_eval_s(results, preset["name"], timings["eval_s"])
+    if "eval_s" not in timings["explicit"]:  # older history: this preset's own evaluations, any variant
+        timings["eval_s"] = measured_eval_s(results, preset["name"], timings["eval_s"])
     rows = measured_epochs(results, preset["name"], timings)
+    learned = timing.learn(results)
     done = {r.name for r in runs if published(results, preset["name"], r.name)}
-    scale = probe_scale(probe, runs, rows, timings, n, hardware)
+    scale = probe_scale(probe, runs, rows, timings, n, hardware, learned)
     if scale is not None and "epoch_scale" not in (preset.get("timings") or {}):
         timings["epoch_scale"] = scale
         log(f"epoch estimates x {scale:.2f}: the probe's {probe['run']} on this GPU against its estimate "
@@ -358,8 +390,8 @@ def make_plan(preset, runs, results, out, n, available_s, hardware, probe=None, 
         if run.name in done:
             continue
         run.remaining = run.cfg["epochs"] - min(epochs_done(Path(out) / preset["name"] / run.name), run.cfg["epochs"])
-        run.estimate = estimate(run, rows, timings, n, hardware, probe)
-        run.estimate["alone_s"] = estimate(run, rows, timings, 1, hardware, probe)["total_s"]
+        run.estimate = estimate(run, rows, timings, n, hardware, probe, learned)
+        run.estimate["alone_s"] = estimate(run, rows, timings, 1, hardware, probe, learned)["total_s"]
         todo.append(run)
     placed = schedule(todo, slots, available_s, resumable)
     table = plan_table(runs, done, placed, resumable)
@@ -499,7 +531,6 @@ def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, result
     logs.mkdir(parents=True, exist_ok=True)
     running = {}  # slot -> (run, proc, log file, started)
     killed = set()
-    eval_s = measured_eval_s(results, preset["name"], timings["eval_s"])
     try:
         while queue or running:
             now = time.time()
@@ -521,7 +552,9 @@ def _run_queue(preset, preset_arg, queue, slots, call, t0, deadline, out, result
                     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // len(slots))))
                 if call["git_sha"]:
                     env["LCNN_GIT_SHA"] = call["git_sha"]
-                cmd = train_command(preset_arg, run, out, results, deadline - eval_s, sets, slot_kind, torchrun_procs)
+                # the run stops between epochs early enough to leave its own evaluation estimate
+                cmd = train_command(preset_arg, run, out, results, deadline - run.estimate["eval_s"], sets, slot_kind,
+                                    torchrun_procs)
                 f = open(logs / f"{run.name}.log", "a")
                 f.write(f"\n# campaign {call['call']}: {' '.join(cmd)}\n")
                 f.flush()

@@ -133,6 +133,10 @@ def cmd_campaign(args):
     concurrent = args.concurrent
     if concurrent != "auto" and not (concurrent.isdigit() and int(concurrent) > 0):
         raise ConfigError(f"--concurrent wants a positive number or 'auto', got {concurrent!r}")
+    limit = str(args.max_concurrent)
+    if limit != "auto" and not (limit.isdigit() and int(limit) > 0):
+        raise ConfigError(f"--max-concurrent wants a positive number or 'auto', got {limit!r}")
+    args.max_concurrent = campaign.probe_limit() if limit == "auto" else int(limit)
     gpus = hosted.gpu_spec() if args.gpus == "auto" else args.gpus
     print(f"host: {host.name} ({host.note or 'working folder ' + str(host.work)}); runs in {out}, "
           f"results in {results}, devices {gpus}")
@@ -296,7 +300,8 @@ def parser():
     c.add_argument("--preset", default="gpu-campaign", help="a preset name or a .yaml file (default: gpu-campaign)")
     c.add_argument("--budget", type=float, metavar="SECONDS", help="wall time of the whole call, packing included")
     c.add_argument("--concurrent", default="1", help="processes sharing each GPU, or 'auto': probe 1..--max-concurrent first")
-    c.add_argument("--max-concurrent", type=int, default=4)
+    c.add_argument("--max-concurrent", default="auto",
+                   help="the probe's most processes per GPU, or 'auto': CPU cores // 2, at most 8 (campaign.probe_limit)")
     c.add_argument("--gpus", default="auto", help="GPU ids (0,1), 'cpu', 'cpu:N' or auto (every visible GPU, else cpu)")
     c.add_argument("--torchrun", action="store_true", help="each run data-parallel over all --gpus (torchrun)")
     c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key of every run")
