@@ -17,6 +17,7 @@ each process takes its shard of every global batch, only rank 0 writes, and the
 checkpoint is the one a single process writes, so either can resume the other.
 """
 import math
+import pickle
 import shutil
 import time
 import warnings
@@ -237,8 +238,14 @@ def test_accuracy(model, data, batch_size=500):
 
 # ------------------------------------------------------------------ checkpoints
 def load_checkpoint(path, map_location="cpu"):
+    """A checkpoint or model.pt as a dict, read with ``weights_only=True``: tensors and plain
+    data (dicts, lists, numbers, strings) only, so a run folder from elsewhere (a shared Kaggle
+    dataset) cannot run code when it is loaded. Anything else is a one-line CheckpointError."""
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only met a global it does not allow
+        raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain data; "
+                              "refused (it could run code when unpickled)") from None
     except Exception as e:  # truncated zip, pickle garbage, ...
         raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}); "
                               "delete it to restart the run") from None

@@ -72,7 +72,7 @@ def _ddp_worker(rank, world_size, port, root, resume_cfg):
 
 
 def _model(run_dir):
-    return torch.load(Path(run_dir) / "model.pt", weights_only=False)["model"]
+    return torch.load(Path(run_dir) / "model.pt", weights_only=True)["model"]
 
 
 def _assert_same_training(a, b):

@@ -92,5 +92,5 @@ def test_lcnn_without_penalty_equals_lcnn_at_lambda_zero(tmp_path):
                 augment=False)
     a = train(dict(tiny, variant="lcnn_nopen"), out=tmp_path, progress=False)
     b = train(dict(tiny, variant="lcnn", lam_beta=0.0, lam_gamma=0.0), out=tmp_path, progress=False)
-    wa, wb = (torch.load(d / "model.pt", weights_only=False)["model"] for d in (a, b))
+    wa, wb = (torch.load(d / "model.pt", weights_only=True)["model"] for d in (a, b))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

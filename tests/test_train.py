@@ -16,7 +16,7 @@ TINY = dict(dataset="mnist5k", n_train=96, n_test=40, arch="small_cnn", width=3,
 
 
 def _weights(run_dir):
-    return torch.load(run_dir / "model.pt", weights_only=False)["model"]
+    return torch.load(run_dir / "model.pt", weights_only=True)["model"]
 
 
 @pytest.mark.parametrize("variant, schedule", [("lcnn", "multistep"), ("lcnn_gradreg", "multistep"), ("adv", "multistep"),
@@ -130,6 +130,28 @@ def test_corrupt_checkpoint_and_changed_config_are_refused(tmp_path, capsys):
     save_torch(dict(model={}, config=dict(cfg, lr=0.5)), run / "checkpoint.pt")
     code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--out", str(out), "--resume", "--no-eval")
     assert code == 2 and "config differs in" in err and "lr" in err
+
+
+class _Payload:
+    """Unpickling this calls ``os.system``: what a hostile checkpoint would carry."""
+
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_checkpoint_with_a_pickled_object_is_refused_without_running_it(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "runs" / "smoke" / "lcnn-s0" / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(dict(model={}, config=resolve(dict(TINY)), extra=_Payload()), path)
+    ran = []
+    monkeypatch.setattr("os.system", lambda cmd: ran.append(cmd) or 0)  # after pickling: a load must not call it
+    with pytest.raises(train_mod.CheckpointError, match="refused") as caught:
+        load_checkpoint(path)
+    assert "\n" not in str(caught.value) and not ran
+    code, err = _cli(capsys, "train", "--preset", "smoke", "--variant", "lcnn", "--out", str(tmp_path / "runs"),
+                     "--resume", "--no-eval")
+    assert code == 2 and "refused" in err and err.count("\n") == 1 and not ran
 
 
 def test_reference_gradreg_coefficient_matches_the_papers_convention():
