@@ -123,7 +123,7 @@ def per_sample_output(model, x, y, output="loss", check=True):
     return true, logits
 
 
-def input_gradients(model, x, y, output="loss", create_graph=False, check=True):
+def input_gradients(model, x, y, output="loss", create_graph=False, check=True, scale=None):
     """Per-sample input gradients in one backward of sum_i f(x_i).
 
     Returns (grad, f, logits, x_req): grad_x f(x_i) for every i (B x ..., zeros where f does
@@ -131,11 +131,16 @@ def input_gradients(model, x, y, output="loss", create_graph=False, check=True):
     taken at. Row i is grad f(x_i) because f(x_i) depends on x_i only: exact in eval mode;
     in train mode batch norm mixes the samples slightly (the reference ignores this, and so
     do GradReg and CURE here). ``create_graph=True`` keeps the graph for a second derivative
-    (regularisers, Hessian-vector products)."""
+    (regularisers, Hessian-vector products). ``scale`` (a 0-d tensor, fp16 training's loss
+    scale): the backward runs on scale * sum_i f(x_i), so that fp16 gradients do not flush to
+    zero, and the result is divided by it again: the same gradients, unscaled."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         f, logits = per_sample_output(model, x, y, output, check=check)
-        (grad,) = torch.autograd.grad(f.sum(), x, create_graph=create_graph, allow_unused=True)
+        total = f.sum() if scale is None else f.sum() * scale
+        (grad,) = torch.autograd.grad(total, x, create_graph=create_graph, allow_unused=True)
     if grad is None:  # f does not depend on x
         grad = torch.zeros_like(x)
+    elif scale is not None:
+        grad = grad / scale
     return grad, f, logits, x

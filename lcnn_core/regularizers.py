@@ -40,10 +40,11 @@ def gradient_penalty(grad):
     return grad.flatten(1).pow(2).sum(1).mean()
 
 
-def cure_penalty(model, x, y, grad, h=1.0):
+def cure_penalty(model, x, y, grad, h=1.0, scale=None):
     """CURE: mean_i ||g_i(x_i + h z_i) - g_i(x_i)||^2 with z_i = sign(g_i) / ||sign(g_i)||,
-    ``grad`` the per-sample input gradients at x (built with create_graph=True)."""
+    ``grad`` the per-sample input gradients at x (built with create_graph=True); ``scale``:
+    fp16's loss scale for the inner backward (``checks.input_gradients``)."""
     z = grad.detach().sign()
     z = z / z.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-    grad_h, *_ = input_gradients(model, x.detach() + h * z, y, create_graph=True, check=False)
+    grad_h, *_ = input_gradients(model, x.detach() + h * z, y, create_graph=True, check=False, scale=scale)
     return (grad_h - grad).flatten(1).pow(2).sum(1).mean()

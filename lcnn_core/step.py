@@ -37,16 +37,19 @@ class TrainStep:
     """``step(x, y)`` trains on one batch; ``totals()`` gives the epoch's sums.
 
     net: the module the loss calls (the model, compiled or DDP-wrapped); opt, sched: the
-    optimiser and its per-step schedule; loss_fn(net, x, y, cfg) -> (loss, logits); amp: the autocast dtype or None; scaler: a
-    ``torch.amp.GradScaler`` (fp16) or None; capture: replay the step as a CUDA graph.
+    optimiser and its per-step schedule; loss_fn(net, x, y, cfg[, grad_scale]) -> (loss,
+    logits), ``train.training_loss``; amp: the autocast dtype or None; scaler: a
+    ``torch.amp.GradScaler`` (fp16) or None; capture: replay the step as a graph made by
+    ``capture_with(fn) -> replay`` (``cuda_graph``; the tests pass a stand-in on CPU).
     """
 
-    def __init__(self, net, cfg, opt, sched, device, loss_fn, amp=None, scaler=None, capture=False):
+    def __init__(self, net, cfg, opt, sched, device, loss_fn, amp=None, scaler=None, capture=False,
+                 capture_with=None):
         self.net, self.cfg, self.opt, self.sched = net, cfg, opt, sched
         self.device, self.amp, self.scaler = device, amp, scaler
-        self.loss_fn = loss_fn  # (net, x, y, cfg) -> (loss, logits): train.training_loss
-        self.capture = capture
-        self.graph, self.eager_steps = None, 0
+        self.loss_fn = loss_fn
+        self.capture, self.capture_with = capture, capture_with or cuda_graph
+        self.replay, self.eager_steps = None, 0
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
         self.first_bad = torch.full((), -1, device=device, dtype=torch.long)
@@ -61,12 +64,12 @@ class TrainStep:
 
     def __call__(self, x, y):
         self.seen += len(y)
-        if self.graph is not None:
+        if self.replay is not None:
             return self._replay(x, y)
         if self.capture and self.eager_steps >= WARMUP:
             if self._capture(x, y):
                 return self._replay(x, y, copied=True)
-        if self.capture:
+        if self.capture and self.device.type == "cuda":
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
@@ -88,7 +91,11 @@ class TrainStep:
         amp = self.amp
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None,
                             cache_enabled=cache):
-            loss, logits = self.loss_fn(self.net, x, y, self.cfg)
+            if self.scaler is None:
+                loss, logits = self.loss_fn(self.net, x, y, self.cfg)
+            else:  # the scale as a device tensor (get_scale() would read it on the host)
+                scale = self.scaler.scale(torch.ones((), device=self.device))
+                loss, logits = self.loss_fn(self.net, x, y, self.cfg, grad_scale=scale)
         finite = torch.isfinite(loss)
         self.first_bad.copy_(torch.where((self.first_bad < 0) & ~finite, self.index, self.first_bad))
         self.index.add_(1)
@@ -113,22 +120,19 @@ class TrainStep:
         floats = [g["lr"] for g in self.opt.param_groups]
         for g, t in zip(self.opt.param_groups, self.lrs):
             g["lr"] = t  # the fused SGD reads the learning rate from the device at replay
-        graph = torch.cuda.CUDAGraph()
         try:
             self.opt.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                self._body(self.static_x, self.static_y, cache=False)
+            self.replay = self.capture_with(lambda: self._body(self.static_x, self.static_y, cache=False))
         except Exception as e:  # an op that cannot be captured: the run goes on eager
             reason = (str(e).strip().splitlines() or [""])[0][:120]
             warnings.warn(f"CUDA-graph capture failed ({type(e).__name__}: {reason}); training eager",
                           stacklevel=3)
-            self.capture = False
+            self.capture, self.replay = False, None
             self.opt.zero_grad(set_to_none=True)
             return False
         finally:
             for g, f in zip(self.opt.param_groups, floats):
                 g["lr"] = f  # the scheduler keeps stepping plain floats
-        self.graph = graph
         return True
 
     def _replay(self, x, y, copied=False):
@@ -137,8 +141,27 @@ class TrainStep:
             self.static_y.copy_(y)
         for t, g in zip(self.lrs, self.opt.param_groups):
             t.fill_(g["lr"])  # a kernel argument, no host sync
-        self.graph.replay()
+        self.replay()
         self.sched.step()
+
+
+def cuda_graph(fn):
+    """Capture ``fn()`` as a CUDA graph (its kernels recorded, not run); returns its replay."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def dispatched_ops(fn):
+    """{aten op: calls} that ``fn()`` dispatches, nested calls included (torch.profiler's CPU
+    events): on a GPU each leaf op is at least one kernel launch, and the host's cost of an
+    eager step grows with the total."""
+    from collections import Counter
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return Counter(e.name for e in prof.events() if e.name.startswith("aten::"))
 
 
 def fp16_gradient_scaler(amp, device):

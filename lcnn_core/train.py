@@ -195,8 +195,10 @@ def compiled(model, cfg, device):
 
 
 # ------------------------------------------------------------------ one step
-def training_loss(model, x, y, cfg):
-    """(total loss, logits) for one batch under the run's variant."""
+def training_loss(model, x, y, cfg, grad_scale=None):
+    """(total loss, logits) for one batch under the run's variant. ``grad_scale``: fp16's loss
+    scale (a 0-d tensor), applied inside the input-gradient backward of GradReg and CURE and
+    divided out again, so their penalties are the unscaled ones."""
     spec = TRAINING_VARIANTS[cfg["variant"]]
     if spec["adversarial"]:
         from .attacks import pgd_l2
@@ -208,7 +210,7 @@ def training_loss(model, x, y, cfg):
                        seed=start_seed, check=False)
     needs_grad = spec["gradreg"] or spec["cure"]
     if needs_grad:  # one forward for the loss and the per-sample input gradients it penalises
-        grad, losses, logits, x = input_gradients(model, x, y, create_graph=True, check=False)
+        grad, losses, logits, x = input_gradients(model, x, y, create_graph=True, check=False, scale=grad_scale)
     else:
         logits = model(x)
         losses = F.cross_entropy(logits.float(), y, reduction="none")
@@ -217,7 +219,7 @@ def training_loss(model, x, y, cfg):
         if spec["gradreg"]:
             loss = loss + cfg["gradreg"] * gradient_penalty(grad)
         if spec["cure"]:
-            loss = loss + cfg["cure"] * cure_penalty(model, x, y, grad, h=cfg["cure_h"])
+            loss = loss + cfg["cure"] * cure_penalty(model, x, y, grad, h=cfg["cure_h"], scale=grad_scale)
     if spec["lcnn_penalty"]:
         loss = loss + lcnn_penalty(model, cfg["lam_beta"], cfg["lam_gamma"])
     return loss, logits
