@@ -4,6 +4,10 @@
 #   scripts/gpu_campaign.sh prepare        # here, in the checkout the device call sends (clean tree)
 #   scripts/gpu_campaign.sh run [BUDGET]   # there: the device command (BUDGET seconds, default 480)
 #   scripts/gpu_campaign.sh bench          # there: the training-cost benchmark, eager and compiled (~3 min)
+#   scripts/gpu_campaign.sh next [END]     # there: the next lent call (issue 30) in one command of at most
+#                                          # END seconds (default 540): bench (at most 4 min), then a campaign
+#                                          # of what the GPU table lacks (PRESET, default h100-cifar10-jpeg,
+#                                          # 3 processes) in the time left
 #
 # prepare copies the CIFAR-10 JPEG archive to data/cifar10-jpeg.tar.gz (git-ignored; run points
 # LCNN_SHARED_DATA there), writes its md5 and the commit's sha to .gpu/campaign/, and puts pyautoattack's
@@ -12,6 +16,8 @@
 #
 #   run(command="bash scripts/gpu_campaign.sh run 480", timeout_s=570,
 #       carry=["data/cifar10-jpeg.tar.gz", ".gpu/campaign"])
+##   run(command="bash scripts/gpu_campaign.sh next", timeout_s=570,
+#       carry=["data/cifar10-jpeg.tar.gz", ".gpu/campaign"])
 #
 # run verifies the archive, prints the GPU, and runs
 #   python -m lcnn_core campaign --preset gpu-campaign --budget BUDGET --concurrent auto --pack $OUT
@@ -19,7 +25,9 @@
 # packs $OUT/campaign-gpu-campaign.tar.gz (+ .md5); $OUT/campaign.log and $OUT/gpu.txt come back too.
 # Back here: python -m lcnn_core campaign --unpack <files_at>/campaign-gpu-campaign.tar.gz
 # CONCURRENT=3 (say) skips the probe; PRESET=... runs another campaign preset; TIMING="eval_s=60"
-# overrides planning estimates (campaign.DEFAULT_TIMINGS), e.g. when the evaluation was timed since.
+# overrides planning estimates (campaign.DEFAULT_TIMINGS); left unset, the planner reads them from the
+# committed records of earlier calls (lcnn_core.timing). GPUS=cpu runs it all on the CPU (the tests);
+# in next, BENCH="command" replaces the bench step (the tests: the real one needs a GPU).
 set -uo pipefail
 here=.gpu/campaign
 case "${1:-}" in
@@ -56,7 +64,7 @@ run)
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' | tee -a "$OUT/gpu.txt"
   python3 -m lcnn_core campaign --preset "${PRESET:-gpu-campaign}" --budget "$budget" \
-    --concurrent "${CONCURRENT:-auto}" --max-concurrent 4 --gpus 0 --pack "$OUT" \
+    --concurrent "${CONCURRENT:-auto}" --max-concurrent auto --gpus "${GPUS:-0}" --pack "$OUT" \
     --git-sha "$(cat "$here/GIT_SHA")" ${TIMING:+$(printf -- '--timing %s ' $TIMING)} 2>&1 | tee "$OUT/campaign.log"
   ;;
 bench)
@@ -69,8 +77,28 @@ bench)
   timeout 120 python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile on \
     --variants standard lcnn softplus_wd adv --out "$OUT/bench-compiled"
   ;;
+next)
+  # issue 30: the bench of the speed issue first (cut at BENCH_S, default 240 s), then the campaign of
+  # what the GPU table lacks in the time left before END (default 540 s after the start), less a
+  # margin for this script's own steps; $OUT/next.txt records both phases
+  t0=$(date +%s)
+  end=${2:-540}
+  OUT=${OUT:-/tmp/out}
+  mkdir -p "$OUT"
+  export OUT
+  if [ -n "${BENCH:-}" ]; then timeout "${BENCH_S:-240}" bash -c "$BENCH"; else timeout "${BENCH_S:-240}" bash "$0" bench; fi \
+    >"$OUT/bench.log" 2>&1
+  echo "bench rc $? in $(( $(date +%s) - t0 )) s" | tee "$OUT/next.txt"
+  left=$(( end - ($(date +%s) - t0) - ${MARGIN_S:-10} ))
+  echo "campaign budget $left s" | tee -a "$OUT/next.txt"
+  if [ "$left" -le 0 ]; then echo "error: no time left for the campaign" >&2; exit 2; fi
+  PRESET=${PRESET:-h100-cifar10-jpeg} CONCURRENT=${CONCURRENT:-3} bash "$0" run "$left"
+  rc=$?
+  echo "campaign rc $rc at $(( $(date +%s) - t0 )) s" | tee -a "$OUT/next.txt"
+  exit $rc
+  ;;
 *)
-  echo "usage: $0 prepare | run [BUDGET_SECONDS] | bench" >&2
+  echo "usage: $0 prepare | run [BUDGET_SECONDS] | bench | next [END_SECONDS]" >&2
   exit 2
   ;;
 esac

@@ -219,6 +219,66 @@ def test_plan_reads_the_record_before_history_and_an_explicit_timing_wins(tmp_pa
     assert 60 * float(line.split()[5]) > 1000
 
 
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_campaign.sh"
+
+
+def test_next_gpu_call_runs_the_benchmark_then_a_campaign_in_the_time_left(tmp_path):
+    """scripts/gpu_campaign.sh next on the CPU, in a folder laid out as the device call's: the bench step
+    (a stand-in here: the real one needs a GPU) first, then a tiny campaign whose budget is what is left."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    work, out = tmp_path / "work", tmp_path / "OUT"
+    (work / "data").mkdir(parents=True)
+    (work / ".gpu" / "campaign").mkdir(parents=True)
+    (work / "data" / "cifar10-jpeg.tar.gz").write_bytes(b"stand-in archive")
+    md5 = hashlib.md5(b"stand-in archive").hexdigest()
+    (work / ".gpu" / "campaign" / "cifar10-jpeg.tar.gz.md5").write_text(f"{md5}  cifar10-jpeg.tar.gz\n")
+    (work / ".gpu" / "campaign" / "GIT_SHA").write_text("e" * 40 + "\n")
+    preset = tmp_path / "tiny-next.yaml"
+    preset.write_text(yaml.safe_dump(dict(
+        description="one run that fits, one that does not", config=TINY_CONFIG, timings=TINY_TIMINGS,
+        variants=["standard"], seeds=[0],
+        grid=[dict(priority=1, variants=["standard"], seeds=[0], name="quick"),
+              dict(priority=2, variants=["standard"], seeds=[1], name="never",
+                   axes=dict(e=dict(keys=["epochs"], values=[100000])))])))
+    env = dict(os.environ, OUT=str(out), PRESET=str(preset), GPUS="cpu", BENCH='sleep 4; echo timed > "$OUT/bench-stub.txt"',
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    done = subprocess.run(["bash", str(SCRIPT), "next", "50"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    phases = (out / "next.txt").read_text().splitlines()
+    assert phases[0].startswith("bench rc 0") and (out / "bench-stub.txt").read_text() == "timed\n"
+    budget = int(phases[1].split()[2])
+    assert budget <= 50 - 4 - 10 and phases[2].startswith("campaign rc 0")
+    (call,) = json.loads((work / "results" / "tiny-next" / "campaign.json").read_text())["calls"]
+    assert call["budget_s"] == budget and call["concurrent"] == 3 and call["git_sha"] == "e" * 40
+    assert [r["name"] for r in call["runs"]] == ["quick"] and call["runs"][0]["status"] == "finished"
+    assert sorted(p.name for p in out.glob("campaign-*")) == ["campaign-tiny-next.tar.gz", "campaign-tiny-next.tar.gz.md5"]
+    fresh = tmp_path / "fresh"
+    assert main(["campaign", "--unpack", str(out / "campaign-tiny-next.tar.gz"), "--results", str(fresh),
+                 "--out", str(tmp_path / "r2")]) == 0
+    assert list(load_runs("tiny-next", root=fresh)["run"]) == ["quick"]
+
+
+def test_next_gpu_call_preset_holds_the_issue_order():
+    """The h100-cifar10-jpeg grid after its committed runs: LCNN seed 2 at both lambdas; GradReg and
+    LCNN + GradReg seeds 1-2 at 1e-3, then LCNN + GradReg at 1e-2; the ablation at full width with
+    lambda_beta and lambda_gamma apart (10 epochs); 50-epoch runs last."""
+    runs = campaign.campaign_runs(load_preset("h100-cifar10-jpeg"))
+    assert [r.priority for r in runs] == sorted(r.priority for r in runs)
+    todo = [r for r in runs if not campaign.published(REPO_RESULTS, "h100-cifar10-jpeg", r.name)]
+    assert {r.priority for r in runs if r not in todo} <= {1, 2}  # what the folder holds comes first
+    key = [(r.variant, r.cfg["lam_beta"], r.cfg["lam_gamma"], r.cfg["seed"], r.cfg["epochs"]) for r in todo]
+    assert key[:2] == [("lcnn", 1e-3, 1e-3, 2, 10), ("lcnn", 1e-2, 1e-2, 2, 10)]
+    assert [k[0] for k in key[2:6]] == ["gradreg", "gradreg", "lcnn_gradreg", "lcnn_gradreg"]
+    assert all(k[1] == 1e-3 for k in key[4:6]) and [k[1:3] for k in key[6:8]] == [(1e-2, 1e-2)] * 2
+    ablation = key[8:14]
+    assert {(k[1], k[2]) for k in ablation} == {(1e-2, 1e-3), (1e-3, 1e-2)} and {k[4] for k in ablation} == {10}
+    assert {k[4] for k in key[14:]} == {50} and len(key) > 14
+
+
 def test_probe_allows_a_process_per_two_cpu_cores():
     assert campaign.probe_limit(16) == 8 and campaign.probe_limit(2) == 1
     assert campaign.probe_limit(64) == campaign.MAX_SHARING and campaign.probe_limit(1) == 1
