@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from . import verdicts
-from .config import TRAINING_VARIANTS, VARIANT_LABELS
+from .config import TRAINING_VARIANTS, VARIANT_LABELS, ConfigError, load_preset
 from .reference import ACC_TOLERANCE, COST_TARGETS, PAPER, PAPER_CIFAR10_CF, PAPER_PGD, PAPER_PGD_EPS, TEAM  # noqa: F401
 
 # Test-set sizes when a preset takes the whole test set (n_test: null); data.py's splits.
@@ -158,11 +158,17 @@ METRIC_NAMES = {"cf": "E C_f", "hess": "E‖∇²f‖", "grad": "E‖∇f‖", "
 OUTPUTS = {"cf": "loss", "cf_logit": "logit", "cf_margin": "margin"}
 
 
-def lambda_runs(runs, lam=None):
-    """The runs of one LCNN lambda: every run without the LCNN penalty, and LCNN runs at ``lam``."""
-    if lam is None or runs.empty:
+def lambda_runs(runs, lam=None, epochs=None):
+    """The runs of one LCNN lambda: every run without the LCNN penalty, and LCNN runs with
+    lambda_beta = lambda_gamma = ``lam`` (an ablation run with the two apart is neither lambda's);
+    with ``epochs``, only runs of that many epochs (a preset's longer runs are another table)."""
+    if runs.empty:
         return runs
-    return runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | (runs.lam == lam)]
+    if epochs is not None:
+        runs = runs[runs.epochs == epochs]
+    if lam is None:
+        return runs
+    return runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | ((runs.lam == lam) & (runs.lam_gamma == lam))]
 
 
 def seed_values(runs, variant, column):
@@ -473,7 +479,8 @@ SCALES = [
     ("cpu-default", None, "MNIST-5k, width 8, CPU"),
     ("cifar10-jpeg-cpu", None, "CIFAR-10 JPEG 5k, width 8, CPU"),
     ("cifar10-jpeg-cpu16", None, "CIFAR-10 JPEG 10k, width 16, CPU"),
-    ("h100-cifar10-jpeg", 1e-3, "CIFAR-10 JPEG, width 64, H100, λ = 1e-3"),
+    # seed 0 on an H100 by 7dd072b, seeds 1-2 on an H200 by c1c7bae, pooled (reproducing.md, sec-gpu-pooling)
+    ("h100-cifar10-jpeg", 1e-3, "CIFAR-10 JPEG, width 64, GPU, λ = 1e-3"),
 ]
 # The paper's claims as the book numbers them (intro.md), with the page that shows each.
 CLAIMS = {
@@ -483,6 +490,30 @@ CLAIMS = {
     4: "LCNN + GradReg has the lowest curvature, again at the same accuracy",
     5: "LCNNs cost only marginally more training time",
 }
+
+
+def _preset_epochs(preset):
+    """The epochs of a preset's config (its main table; a grid's longer runs are left out), None
+    for a folder without a training preset."""
+    try:
+        return load_preset(preset)["config"]["epochs"]
+    except ConfigError:
+        return None
+
+
+def full_width_drop(runs, lam=1e-2, baseline="standard"):
+    """The team-drop question at full width: test accuracy of LCNN at lambda_beta = lambda_gamma =
+    ``lam`` minus the baseline's, over seeds (Welch), judged as the ablation's lambda rows are,
+    against the team's drop (``TEAM_DROP``): does that lambda cost about the team's accuracy? None
+    without both models. ``runs``: one table's runs (``lambda_runs`` with the preset's epochs)."""
+    lcnn = runs[(runs.variant == "lcnn") & (runs.lam == lam) & (runs.lam_gamma == lam)]
+    base = runs[runs.variant == baseline]
+    if lcnn.empty or base.empty:
+        return None
+    n = runs["test_images"].iloc[0]
+    return verdicts.compare(lcnn.sort_values("seed").accuracy.to_numpy(float),
+                            base.sort_values("seed").accuracy.to_numpy(float), paper=TEAM_DROP,
+                            n_images=int(n) if n == n and n is not None else None)
 
 
 def _ledger_row(claim, test, scale, v, page, digits=2):
@@ -539,7 +570,7 @@ def ledger(root=None):
     for preset, lam, scale in SCALES:
         if not (root / preset).is_dir():
             continue
-        runs = lambda_runs(load_runs(preset, root), lam)
+        runs = lambda_runs(load_runs(preset, root), lam, epochs=_preset_epochs(preset))
         have = set(runs.variant)
         if not {"standard", "lcnn"} <= have:
             continue

@@ -1,0 +1,75 @@
+"""The GPU table (h100-cifar10-jpeg, issue 30): seed 0 by older code on an H100 and seeds 1-2 by
+c1c7bae on an H200, pooled; the ledger's rows judged by the one verdict rule over those seeds; the
+team-drop row at full width; claim 5 from the newest GPU benchmark; and the table's runs kept apart
+from a grid's ablation and longer runs."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from lcnn_core import report, verdicts
+
+GPU = "h100-cifar10-jpeg"
+
+
+@pytest.fixture(scope="module")
+def ledger():
+    return report.ledger()
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return report.lambda_runs(report.load_runs(GPU), None, epochs=10)
+
+
+def _gpu_row(ledger, test):
+    (row,) = ledger[(ledger.test == test) & ledger.scale.str.contains("width 64, GPU")].to_dict("records")
+    return row
+
+
+def test_the_gpu_rows_pool_the_three_standard_seeds_and_two_lcnn_seeds(ledger, runs):
+    paper = runs[(runs.variant != "lcnn") | (runs.lam == 1e-3)]
+    assert sorted(paper[paper.variant == "standard"].seed) == [0, 1, 2]
+    assert sorted(paper[paper.variant == "lcnn"].seed) == [0, 1]
+    assert {r[:7] for r in paper[paper.seed == 0].git_sha} == {"7dd072b"}
+    assert {r[:7] for r in paper[paper.seed > 0].git_sha} == {"c1c7bae"}
+    for test in ("E C_f, LCNN / Standard", "relative gradient change, LCNN / Standard",
+                 "accuracy, LCNN − Standard (points)"):
+        assert _gpu_row(ledger, test)["seeds"] == "2 / 3"
+    # the same rule on the values read here gives the row's interval
+    cf = verdicts.compare(report.seed_values(paper, "lcnn", "cf"), report.seed_values(paper, "standard", "cf"),
+                          paper=report.paper_ratio("lcnn", "cf"), scale="ratio")
+    row = _gpu_row(ledger, "E C_f, LCNN / Standard")
+    assert row["ours (95% CI)"] == cf.interval() and row["verdict"] == cf.outcome
+    acc = _gpu_row(ledger, "accuracy, LCNN − Standard (points)")
+    assert acc["images"] == 10000  # accuracy on the whole test split, the geometry on its 500 images
+
+
+def test_claim_5_on_the_gpu_is_the_newest_benchmark(ledger):
+    (row,) = ledger[(ledger.claim == 5) & ledger.scale.str.contains("NVIDIA")].to_dict("records")
+    assert "H200" in row["scale"] and "code before the speed work" not in row["scale"]
+    cost = report.train_cost()["cuda_epoch"]
+    epoch = cost[0].set_index("variant").epoch_s
+    assert row["ours (95% CI)"].startswith(f"{epoch['lcnn'] / epoch['standard']:.2f}")
+    assert cost[1]["compile"] == "off" and cost[1]["provenance"]["git_sha"].startswith("c1c7bae")
+
+
+def test_the_full_width_team_drop_row_is_judged_against_the_teams_drop(runs):
+    v = report.full_width_drop(runs)
+    lcnn = runs[(runs.variant == "lcnn") & (runs.lam == 1e-2)].accuracy.to_numpy()
+    std = runs[runs.variant == "standard"].accuracy.to_numpy()
+    assert v.seeds() == "2 / 3" and v.paper == report.TEAM_DROP
+    assert v.estimate == pytest.approx(lcnn.mean() - std.mean())
+    est, lo, hi, _ = verdicts.welch(lcnn, std)
+    assert (v.low, v.high) == pytest.approx((lo, hi))
+    assert report.full_width_drop(runs[runs.variant != "standard"]) is None
+
+
+def test_a_table_leaves_out_the_ablation_cells_and_the_longer_runs():
+    rows = pd.DataFrame(dict(
+        variant=["standard", "lcnn", "lcnn", "lcnn", "lcnn", "gradreg"],
+        lam=[1e-2, 1e-3, 1e-3, 1e-3, 1e-2, 1e-2], lam_gamma=[1e-2, 1e-3, 1e-2, 1e-3, 1e-2, 1e-2],
+        epochs=[10, 10, 10, 50, 10, 10], seed=np.zeros(6, int)))
+    kept = report.lambda_runs(rows, 1e-3, epochs=10)
+    assert list(kept.index) == [0, 1, 5]  # not the lambda_gamma = 1e-2 cell, nor the 50-epoch run
+    assert list(report.lambda_runs(rows, None, epochs=50).index) == [3]
+    assert len(report.lambda_runs(rows)) == len(rows)
