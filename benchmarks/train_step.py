@@ -12,8 +12,11 @@ before the speed work in the same run, so "before" and "after" share the machine
   converges every SN conv with Lanczos there; Standard runs an SVD of its last layer).
 
 GPU (--epoch): full-width ResNet-18, one epoch of the CIFAR-10 JPEG copy per variant with the
-on-device loader, AMP bf16 and channels_last (what ``lcnn_core.train`` uses), after a warm-up;
-``--compile on|off|auto`` as the config key.
+on-device loader, AMP as ``amp: auto`` picks for the GPU and channels_last (what ``lcnn_core.train``
+uses), after a warm-up; ``--compile on|off|auto`` as the config key; ``--capture both`` times the
+eager step and its CUDA-graph replay (``lcnn_core.step``) of each variant; ``--eval-cost N`` then
+times each phase of a full-width evaluation on N images; the process's age at its first step is
+the start-up cost (interpreter, imports, CUDA, decoding the data).
 
     python benchmarks/train_step.py                          # CPU ratios, widths 16 and 64
     python benchmarks/train_step.py --epoch --width 64       # GPU epoch times (--compile off to compare)
@@ -55,7 +58,9 @@ from lcnn_core.config import resolve
 from lcnn_core.data import Loader, load_dataset
 from lcnn_core.oracles import bn_then_factor_forward, composite_softplus_forward
 from lcnn_core.provenance import provenance
-from lcnn_core.train import amp_dtype, compiled, model_for_shape, optimizer_for, training_loss
+from lcnn_core.provenance import process_age_s
+from lcnn_core.step import TrainStep, fp16_gradient_scaler, wants_capture
+from lcnn_core.train import amp_dtype, compiled, model_for_shape, optimizer_for, scheduler_for, training_loss
 
 VARIANTS = ["standard", "lcnn", "gradreg", "lcnn_gradreg", "cure", "softplus_wd", "adv"]
 BEFORE = {"lcnn_before": "lcnn", "adv_before": "adv"}  # the code before the speed work, same run
@@ -81,11 +86,11 @@ class _Before:
 class Setup:
     """Model, optimiser and AMP settings of one variant, ready to step."""
 
-    def __init__(self, name, args, device, width, image_shape=(3, 32, 32), num_classes=10):
+    def __init__(self, name, args, device, width, image_shape=(3, 32, 32), num_classes=10, capture=False):
         self.name, self.before = name, name in BEFORE
         variant = BEFORE.get(name, name)
         self.cfg = resolve(dict(variant=variant, arch="resnet18", width=width, dataset=args.dataset,
-                                compile=args.compile))
+                                compile=args.compile, capture="auto" if capture else "off"))
         torch.manual_seed(0)
         self.model = model_for_shape(self.cfg, image_shape, num_classes).to(device)
         self.channels_last = device.type == "cuda"
@@ -95,6 +100,10 @@ class Setup:
         self.opt = optimizer_for(self.model, self.cfg)
         self.amp = amp_dtype(self.cfg, device)
         self.device = device
+        self.capture = capture and wants_capture(self.cfg, device)
+        sched = scheduler_for(self.opt, self.cfg, 10 ** 6)  # the run's schedule, its first drop far away
+        self.train_step = TrainStep(self.net, self.cfg, self.opt, sched, device, training_loss, amp=self.amp,
+                                    scaler=fp16_gradient_scaler(self.amp, device), capture=self.capture)
 
     def step(self, x, y):
         if self.before:
@@ -106,6 +115,8 @@ class Setup:
         self.net.train()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if not self.before:  # what lcnn_core.train runs
+            return self.train_step(x, y)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             if self.before and self.cfg["variant"] == "adv":
                 loss = self._adv_before_loss(x, y)
@@ -200,30 +211,84 @@ def converge_cost(device, width=64, steps=20):
     return dict(width=width, sgd_steps=steps, **out)
 
 
-def epoch_times(args, device):
+def epoch_times(args, device, out=None):
+    """One pass over the training images per variant and per mode (eager, captured), after a
+    warm-up of 10 steps (cuDNN autotuning, compiling, graph capture); the CSV is rewritten after
+    every row, so a call cut short keeps what it measured."""
     data = load_dataset(args.dataset, n_train=args.n_train).to(device)
-    rows = []
+    rows, first_step = [], None
+    modes = {"eager": [False], "captured": [True], "both": [False, True]}[args.capture]
     for v in args.variants:
-        s = Setup(v, args, device, args.width, tuple(data.x_train.shape[1:]), data.num_classes)
-        gen = torch.Generator(device=device).manual_seed(0)
-        loader = Loader(data.x_train, data.y_train, args.batch, shuffle=True, augment=True, drop_last=True,
-                        generator=gen)
-        for i, (x, y) in enumerate(loader):  # warm-up (cudnn autotuning, compiling)
-            s.step(x, y)
-            if i == 10:
-                break
+        for capture in modes:
+            s = Setup(v, args, device, args.width, tuple(data.x_train.shape[1:]), data.num_classes, capture=capture)
+            gen = torch.Generator(device=device).manual_seed(0)
+            loader = Loader(data.x_train, data.y_train, args.batch, shuffle=True, augment=True, drop_last=True,
+                            generator=gen)
+            for i, (x, y) in enumerate(loader):  # warm-up (cudnn autotuning, compiling, capture)
+                if first_step is None:
+                    first_step = process_age_s()
+                s.step(x, y)
+                if i == 10:
+                    break
+            sync(device)
+            t = time.perf_counter()
+            for x, y in loader:
+                s.step(x, y)
+            sync(device)
+            rows.append(dict(width=args.width, variant=v, compile=args.compile,
+                             mode="captured" if s.train_step.replay is not None else "eager",
+                             capture_asked=capture, amp=str(s.amp).replace("torch.", ""),
+                             epoch_s=time.perf_counter() - t, images=len(data.x_train),
+                             loss_sum=float(s.train_step.loss_sum)))
+            print(rows[-1], flush=True)
+            if out is not None:
+                _ratios(rows)
+                pd.DataFrame(rows).to_csv(out, index=False)
+    _ratios(rows)
+    return rows, first_step
+
+
+def _ratios(rows):
+    base = {r["capture_asked"]: r["epoch_s"] for r in rows if r["variant"] == "standard"}
+    for r in rows:
+        r["ratio_to_standard"] = r["epoch_s"] / base[r["capture_asked"]] if r["capture_asked"] in base else None
+
+
+def eval_cost(device, samples=500, width=64, dataset="cifar10-jpeg"):
+    """Seconds of each phase of a full-width LCNN's evaluation (lcnn_core.evaluate's steps,
+    on an untrained model): the switch to eval (Lanczos per SN conv), the geometry on
+    ``samples`` test images for the three outputs, PGD on them, and the provable bound."""
+    from lcnn_core.bound import loss_bound
+    from lcnn_core.evaluate import CURVATURE_OUTPUTS, _eval_batches, evaluate_geometry, full_precision
+    from lcnn_core.attacks import robust_accuracy
+    cfg = resolve(dict(variant="lcnn", arch="resnet18", width=width, dataset=dataset))
+    data = load_dataset(dataset, n_train=1000).to(device)
+    torch.manual_seed(0)
+    model = model_for_shape(cfg, tuple(data.x_train.shape[1:]), data.num_classes).to(device)
+    out = {}
+    with full_precision():
         sync(device)
         t = time.perf_counter()
-        for x, y in loader:
-            s.step(x, y)
+        model.eval()
         sync(device)
-        rows.append(dict(width=args.width, variant=v, compile=args.compile, epoch_s=time.perf_counter() - t,
-                         images=len(data.x_train)))
-        print(rows[-1], flush=True)
-    base = next(r["epoch_s"] for r in rows if r["variant"] == "standard")
-    for r in rows:
-        r["ratio_to_standard"] = r["epoch_s"] / base
-    return rows
+        out["eval_switch_s"] = time.perf_counter() - t
+        batches = _eval_batches(data, samples, cfg["eval_batch_size"])
+        for output in CURVATURE_OUTPUTS:
+            t = time.perf_counter()
+            evaluate_geometry(model, batches, progress=False, output=output,
+                              **({} if output == "loss" else dict(hessian_methods=("lanczos",))))
+            sync(device)
+            out[f"geometry_{output}_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        robust_accuracy(model, batches, eps_list=tuple(cfg["eval_pgd_eps"]), steps=cfg["eval_pgd_steps"], progress=False)
+        sync(device)
+        out["pgd_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        loss_bound(model, tuple(data.x_test.shape[1:]))
+        out["bound_s"] = time.perf_counter() - t
+    out = {k: round(v, 2) for k, v in out.items()}
+    out.update(samples=samples, width=width, total_s=round(sum(out.values()), 2))
+    return out
 
 
 def main():
@@ -237,6 +302,10 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: CPU time is the step's own work)")
     ap.add_argument("--epoch", action="store_true", help="time one full epoch per variant")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--capture", default="eager", choices=["eager", "captured", "both"],
+                    help="--epoch: the eager step, the CUDA-graph replay, or both")
+    ap.add_argument("--eval-cost", type=int, default=0, help="--epoch: then time a full-width evaluation on N images")
+    ap.add_argument("--name", default=None, help="output file stem (default train_step_<device>[_epoch])")
     ap.add_argument("--flush-denormal", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--converge-width", type=int, default=64, help="LCNN width for the eval-switch cost (0: skip)")
@@ -252,8 +321,16 @@ def main():
     prov = provenance(device)  # at the start: the code that runs, whatever the tree becomes meanwhile
     t0 = time.perf_counter()
     extra = {}
+    name = args.name or f"train_step_{device.type}" + ("_epoch" if args.epoch else "")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if args.epoch:
-        rows = epoch_times(args, device)
+        rows, extra["first_step_s"] = epoch_times(args, device, out / f"{name}.csv")
+        print(f"first step {extra['first_step_s']} s after process start", flush=True)
+        if args.eval_cost:  # the epochs' JSON first: a call cut short during the evaluation keeps them
+            _write_json(out / f"{name}.json", args, t0, prov, rows, extra)
+            extra["eval_cost"] = eval_cost(device, args.eval_cost, args.width, args.dataset)
+            print(extra["eval_cost"], flush=True)
     else:
         rows, profile = [], []
         for width in args.widths:
@@ -266,15 +343,16 @@ def main():
             print(extra["converge"], flush=True)
     df = pd.DataFrame(rows).drop(columns="round_s", errors="ignore")  # per-round times: the JSON
     print(df.to_string(index=False))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"train_step_{device.type}" + ("_epoch" if args.epoch else "")
     df.to_csv(out / f"{name}.csv", index=False)
     if not args.epoch and profile:
         pd.DataFrame(profile).to_csv(out / "train_step_profile_cpu.csv", index=False)
+    _write_json(out / f"{name}.json", args, t0, prov, rows, extra)
+
+
+def _write_json(path, args, t0, prov, rows, extra):
     meta = dict(vars(args), wall_time_s=round(time.perf_counter() - t0, 1),
                 provenance=prov, table=rows, **extra)
-    (out / f"{name}.json").write_text(json.dumps(meta, indent=2, default=str))
+    path.write_text(json.dumps(meta, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -64,8 +64,13 @@ def evaluate_run(run_dir, device="cpu", progress=True):
 
 def _evaluate_run(run_dir, device, progress):
     t0 = time.perf_counter()
+    marks = {}  # seconds into the evaluation at the end of each phase (what a GPU call waits on)
+
+    def mark(phase):
+        marks[phase] = round(time.perf_counter() - t0, 2)
     run_dir = Path(run_dir)
-    model, cfg, data = load_run(run_dir, device)
+    model, cfg, data = load_run(run_dir, device)  # includes the switch to eval: Lanczos per SN conv
+    mark("load_s")
     batches = _eval_batches(data, cfg["eval_samples"], cfg["eval_batch_size"])
     geometry, samples = evaluate_geometry(model, batches, progress=progress, return_samples=True)
     geometry["by_output"] = {"loss": _output_summary(geometry)}
@@ -79,6 +84,7 @@ def _evaluate_run(run_dir, device, progress):
         geometry[f"curvature_{output}_mean"] = summary["curvature_mean"]
         geometry[f"curvature_{output}_std"] = summary["curvature_std"]
     samples.to_csv(run_dir / "samples.csv", index=False)
+    mark("geometry_s")
 
     frames = []
     for i, (x, y) in enumerate(batches):
@@ -92,11 +98,14 @@ def _evaluate_run(run_dir, device, progress):
                                            relative_change_median=("relative_change", "median"),
                                            first_order_mean=("first_order", "mean")).reset_index()
     summary.to_csv(run_dir / "robustness.csv", index=False)
+    mark("robustness_s")
 
     pgd_batches = _eval_batches(data, cfg["eval_pgd_samples"], cfg["eval_batch_size"])
     pgd = robust_accuracy(model, pgd_batches, eps_list=tuple(cfg["eval_pgd_eps"]),
                           steps=cfg["eval_pgd_steps"], progress=progress)
+    mark("pgd_s")
     grad_bound, hess_bound = loss_bound(model, tuple(data.x_test.shape[1:]))
+    mark("bound_s")
     scale = dict(dataset=cfg["dataset"], n_train=len(data.y_train), arch=cfg["arch"], width=cfg["width"],
                  epochs=cfg["epochs"], seed=cfg["seed"], eval_samples=len(samples),
                  pgd_samples=sum(len(y) for _, y in pgd_batches))
@@ -109,10 +118,13 @@ def _evaluate_run(run_dir, device, progress):
         strong.update(scale=dict(scale, apgd_samples=strong["n_samples"]), variant=cfg["variant"])
         pd.DataFrame(strong["table"]).to_csv(run_dir / "attacks.csv", index=False)
         write_json(strong, run_dir / "attacks.json")
+        mark("apgd_s")
     else:  # never publish a table left from an earlier evaluation
         for name in ("attacks.csv", "attacks.json"):
             (run_dir / name).unlink(missing_ok=True)
     geometry["provenance"]["eval_wall_time_s"] = round(time.perf_counter() - t0, 2)
+    geometry["provenance"]["eval_time_s"] = geometry["provenance"]["eval_wall_time_s"]
+    geometry["provenance"]["eval_phases"] = marks
     write_json(geometry, run_dir / "geometry.json")
     return geometry
 

@@ -65,6 +65,17 @@ def now():
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def process_age_s():
+    """Seconds since this process started (Linux: /proc/self/stat's start time against
+    /proc/uptime), so start-up (interpreter, imports, CUDA, data) is counted whole; None elsewhere."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # ---------------------------------------------------------------- code fingerprint
 def _tree(name, package_dir):
     return ast.parse((Path(package_dir) / f"{name}.py").read_text(), filename=f"{name}.py")

@@ -37,7 +37,7 @@ from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
 from .data import Loader, load_dataset
 from .layers import frozen
 from .models import build_model
-from .provenance import now, provenance
+from .provenance import now, process_age_s, provenance
 from .regularizers import cure_penalty, gradient_penalty, lcnn_penalty
 from .step import TrainStep, fp16_gradient_scaler, wants_capture
 
@@ -302,8 +302,10 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         if ckpt.get("lr_schedule") != SCHEDULE_FORMAT:
             raise CheckpointError(f"cannot resume {run_dir}: its checkpoint has the older per-epoch "
                                   "learning-rate schedule; delete the folder to restart the run")
+    phases = dict(start_s=process_age_s())  # seconds since the process started, at each phase
     device = ddp.start(pick_device(cfg))  # under torchrun: cuda:LOCAL_RANK, process group open
     data = load_data(cfg).to(device)  # before any file is written: missing data leaves nothing
+    phases["data_s"] = process_age_s()
     torch.manual_seed(cfg["seed"])
     model = model_for(cfg, data).to(device)
     channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and device.type == "cuda")
@@ -334,7 +336,10 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg, preset=preset), sort_keys=False))
     started = ckpt["started"] if ckpt is not None else now()
+    phases["model_s"] = process_age_s()
+    log(f"{run_dir}: data at {phases['data_s']} s, model at {phases['model_s']} s after process start")
     t_start = time.perf_counter()
+    spent = dict(train_s=0.0, test_s=0.0, checkpoint_s=0.0)  # this call's epochs, by phase
     last_epoch_s = None  # the whole previous epoch: training, test pass, checkpoint
     for epoch in range(start_epoch, cfg["epochs"]):
         if epoch > start_epoch:
@@ -350,6 +355,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
         for x, y in bar:
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if "first_step_s" not in phases:
+                phases["first_step_s"] = process_age_s()
             step(x, y)
             # on CPU reading a tensor costs no wait, so a non-finite loss stops the epoch at once
             # (on a GPU the epoch's end reads it: one sync an epoch)
@@ -362,6 +369,8 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
             raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {int(first_bad) + 1}; "
                                 f"stopped, last good checkpoint kept in {run_dir} (epoch {epoch})")
         train_time = time.perf_counter() - t0
+        spent["train_s"] += train_time
+        t1 = time.perf_counter()
         test_loss, test_acc = test_accuracy(model, data)
         proxy = paper_proxy(model)
         history.append(dict(
@@ -375,21 +384,27 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
             h = history[-1]
             log(f"{run_dir.name} epoch {h['epoch']}/{cfg['epochs']}: loss {h['train_loss']:.3f} "
                 f"train {h['train_acc']:.1f}% test {h['test_acc']:.1f}% ({train_time:.1f}s)")
+        spent["test_s"] += time.perf_counter() - t1
         wall = wall_before + time.perf_counter() - t_start
         if not ddp.is_main:
             continue
+        t1 = time.perf_counter()
         pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
         save_torch(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                          generator=gen.get_state(), torch_rng=torch.get_rng_state(), history=history,
                          epoch=epoch + 1, config=cfg, wall_time=wall, started=started,
                          lr_schedule=SCHEDULE_FORMAT), ckpt_path)
+        spent["checkpoint_s"] += time.perf_counter() - t1
     wall = wall_before + time.perf_counter() - t_start
     if not ddp.is_main:
         return run_dir
     save_torch(dict(model=model.state_dict(), config=cfg), run_dir / "model.pt")
     prov = provenance(device, preset=preset, variant=cfg["variant"], seed=cfg["seed"], started_utc=started,
                       finished_utc=now(), wall_time_s=round(wall, 2), epochs=cfg["epochs"],
-                      processes=ddp.world_size)
+                      processes=ddp.world_size, capture=step.replay is not None,
+                      train_time_s=round(spent["train_s"], 2),  # this call's epochs (after a resume: since it)
+                      phases=dict(phases, **{k: round(v, 2) for k, v in spent.items()},
+                                  end_s=process_age_s()))
     write_text(pd.Series(prov).to_json(indent=2), run_dir / "provenance.json")
     return run_dir
 

@@ -3,7 +3,7 @@
 #
 #   scripts/gpu_campaign.sh prepare        # here, in the checkout the device call sends (clean tree)
 #   scripts/gpu_campaign.sh run [BUDGET]   # there: the device command (BUDGET seconds, default 480)
-#   scripts/gpu_campaign.sh bench          # there: the training-cost benchmark, eager and compiled (~3 min)
+#   scripts/gpu_campaign.sh bench          # there: the training-cost benchmark, eager and captured (<= 4 min)
 #   scripts/gpu_campaign.sh next [END]     # there: the next lent call (issue 30) in one command of at most
 #                                          # END seconds (default 540): bench (at most 4 min), then a campaign
 #                                          # of what the GPU table lacks (PRESET, default h100-cifar10-jpeg,
@@ -68,14 +68,16 @@ run)
     --git-sha "$(cat "$here/GIT_SHA")" ${TIMING:+$(printf -- '--timing %s ' $TIMING)} 2>&1 | tee "$OUT/campaign.log"
   ;;
 bench)
-  # the speed issue's GPU check (about 3 minutes): a fifth of a CIFAR-10 epoch per variant, eager,
-  # then the first-order variants under torch.compile; 4 small files under $OUT/bench-*/
+  # the speed issue's GPU check (at most 4 minutes): full width, batch 128, 10,000 images (a fifth
+  # of an epoch) per headline variant, the eager step and its CUDA-graph replay, then each phase of a
+  # full-width evaluation on 500 images; the process's age at its first step is the start-up cost.
+  # $OUT/bench/train_step_cuda.{csv,json} (the CSV rewritten after every row: a cut call keeps them)
   OUT=${OUT:-/tmp/out}
   export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$here/site" LCNN_GIT_SHA="$(cat "$here/GIT_SHA")"
   (cd data && md5sum -c "../$here/cifar10-jpeg.tar.gz.md5") || { echo "error: data/cifar10-jpeg.tar.gz missing or damaged" >&2; exit 2; }
-  timeout 110 python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile off --out "$OUT/bench-eager"
-  timeout 120 python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile on \
-    --variants standard lcnn softplus_wd adv --out "$OUT/bench-compiled"
+  timeout "${BENCH_LIMIT:-225}" python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile off \
+    --capture both --variants standard lcnn gradreg lcnn_gradreg --eval-cost 500 --name train_step_cuda \
+    --out "$OUT/bench"
   ;;
 next)
   # issue 30: the bench of the speed issue first (cut at BENCH_S, default 240 s), then the campaign of
