@@ -543,11 +543,16 @@ def cost_ratios(root=None):
     ``reference.COST_TARGETS`` (paired over interleaved rounds where the benchmark kept them;
     a variant without a target is compared with 1). The ledger's claim 5 and ``cost_table``
     both read it."""
-    for device, (table, meta) in train_cost(root).items():
+    for name, (table, meta) in train_cost(root).items():
         col = "step_s" if "step_s" in table else "epoch_s"
         if "width" not in table:
             table = table.assign(width=meta.get("width"))
-        for width, t in table.groupby("width", sort=True):
+        if "capture_asked" in table:  # train_step_cuda: each variant eager and captured, each against its own Standard
+            table = table.assign(step_mode=table["capture_asked"].map({False: "eager", True: "captured"}))
+        else:
+            table = table.assign(step_mode="")
+        for (width, mode), t in table.groupby(["width", "step_mode"], sort=True):
+            device = f"{name} {mode}".strip()
             t = t.set_index("variant")
             if "standard" not in t.index:
                 continue

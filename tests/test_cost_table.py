@@ -38,3 +38,16 @@ def test_ledger_says_which_benchmark_timed_the_code_before_the_speed_work(tmp_pa
     scales = report.ledger(tmp_path).set_index("test").scale
     assert scales["time per step, LCNN / Standard"] == "test cpu, width 16"
     assert scales["time per epoch, LCNN / Standard"] == "test cpu, width 64, code before the speed work"
+
+
+def test_the_gpu_bench_rates_eager_and_captured_steps_each_against_their_own_standard(tmp_path):
+    """train_step_cuda (scripts/gpu_campaign.sh bench): each variant eager and replayed as a CUDA graph."""
+    rows = [dict(width=64, variant=v, capture_asked=c, epoch_s=t, mode="captured" if c else "eager")
+            for v, c, t in [("standard", False, 1.0), ("lcnn", False, 2.4), ("standard", True, 0.4),
+                            ("lcnn", True, 0.44)]]
+    _bench(tmp_path, "cuda", rows, width=64)
+    t = report.cost_table(tmp_path).set_index(["device", "variant"])
+    assert t.loc[("cuda eager", "LCNN"), "× Standard (95% CI)"].startswith("2.4")
+    assert t.loc[("cuda captured", "LCNN"), "× Standard (95% CI)"].startswith("1.1")
+    assert t.loc[("cuda captured", "LCNN"), "against the target"] == "met"
+    assert t.loc[("cuda eager", "LCNN"), "against the target"] == "missed"
