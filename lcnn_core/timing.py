@@ -14,8 +14,8 @@ Per finished run of a record:
     eval_s     = (call + ended_s) − finished_utc          evaluation, publishing and the process's exit
 
 (the two clocks are the same machine's, each read to the second). A GPU benchmark
-(``results/benchmarks/train_step_cuda_*.json``, ``benchmarks/train_step.py --epoch``) gives ``epoch_s``
-of each variant alone on its GPU for its ``images`` per epoch; the newest one is read.
+(``results/benchmarks/train_step_cuda*.json``, ``benchmarks/train_step.py --epoch``) gives ``epoch_s``
+of each variant alone on its GPU for its ``images`` per epoch (the eager rows); the newest one is read.
 
 ``Learned.estimate`` turns these into one run's estimate on a GPU with n processes sharing it:
 
@@ -120,11 +120,11 @@ def _record_row(run_dir, call, rec):
 
 
 def benchmark_rows(results):
-    """The newest committed GPU training-cost benchmark (``results/benchmarks/train_step_cuda_*.json``,
+    """The newest committed GPU training-cost benchmark (``results/benchmarks/train_step_cuda*.json``,
     by its provenance time): one dict per variant with epoch_s alone on the GPU, images, width,
     batch, hardware; [] without one or when its table has no epoch times."""
     newest = None
-    for path in sorted((Path(results) / "benchmarks").glob("train_step_cuda_*.json")):
+    for path in sorted((Path(results) / "benchmarks").glob("train_step_cuda*.json")):
         d = _read_json(path)
         if isinstance(d, dict) and d.get("epoch") and isinstance(d.get("table"), list):
             when = (d.get("provenance") or {}).get("time_utc", "")
@@ -135,7 +135,7 @@ def benchmark_rows(results):
     _, name, d = newest
     rows = []
     for r in d["table"]:
-        if "epoch_s" in r and "variant" in r:
+        if "epoch_s" in r and "variant" in r and not r.get("capture_asked"):  # the eager step, as train runs it
             rows.append(dict(variant=r["variant"], width=r.get("width", d.get("width")), batch_size=d.get("batch"),
                              images=r.get("images") or d.get("n_train") or DATASET_IMAGES.get(d.get("dataset"), 1),
                              epoch_s=float(r["epoch_s"]), hardware=d["provenance"].get("hardware", ""),
