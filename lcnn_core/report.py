@@ -537,6 +537,24 @@ def train_cost(root=None):
     return out
 
 
+def dispatch_table(root=None):
+    """benchmarks/dispatch.py's table: per variant and code version, the ``aten::`` ops one tiny
+    training step dispatches (ResNet-18 width 4, batch 2) and its CPU time, each against Standard;
+    None where the benchmark has not run."""
+    root = Path(root) if root else results_root()
+    f = root / "benchmarks" / "dispatch_cpu.json"
+    if not f.is_file():
+        return None
+    d = json.loads(f.read_text())
+    t = pd.DataFrame(d["table"])
+    sha = (d["provenance"].get("git_sha") or "")[:7]
+    t["code"] = t["code"].map(lambda c: f"current ({sha})" if c == "current" else f"before ({c})")
+    t["variant"] = t["variant"].map(lambda v: VARIANT_LABELS.get(v, v))
+    return t[["code", "variant", "ops", "ops_ratio", "step_ms", "time_ratio"]].rename(columns={
+        "ops": "aten ops per step", "ops_ratio": "ops × Standard", "step_ms": "CPU ms per step",
+        "time_ratio": "time × Standard"})
+
+
 def cost_ratios(root=None):
     """Every benchmarked variant against Standard of the same run and width: yields (device,
     width, variant, verdict, paired, col, meta), the verdict from ``verdicts.bounded`` against
