@@ -92,7 +92,7 @@ class Setup:
         self.cfg = resolve(dict(variant=variant, arch="resnet18", width=width, dataset=args.dataset,
                                 compile=args.compile, capture="auto" if capture else "off"))
         torch.manual_seed(0)
-        self.model = model_for_shape(self.cfg, image_shape, num_classes).to(device)
+        self.model = model_for_shape(self.cfg, image_shape, num_classes, device)
         self.channels_last = device.type == "cuda"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -190,7 +190,7 @@ def converge_cost(device, width=64, steps=20):
     ``steps`` SGD steps from initialisation, then again right after (already converged)."""
     cfg = resolve(dict(variant="lcnn", arch="resnet18", width=width, dataset="cifar10-jpeg"))
     torch.manual_seed(0)
-    model = model_for_shape(cfg, (3, 32, 32), 10).to(device)
+    model = model_for_shape(cfg, (3, 32, 32), 10, device)
     opt = optimizer_for(model, cfg)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.rand(32, 3, 32, 32, generator=gen).to(device), torch.randint(0, 10, (32,), generator=gen).to(device)
@@ -264,7 +264,7 @@ def eval_cost(device, samples=500, width=64, dataset="cifar10-jpeg"):
     cfg = resolve(dict(variant="lcnn", arch="resnet18", width=width, dataset=dataset))
     data = load_dataset(dataset, n_train=1000).to(device)
     torch.manual_seed(0)
-    model = model_for_shape(cfg, tuple(data.x_train.shape[1:]), data.num_classes).to(device)
+    model = model_for_shape(cfg, tuple(data.x_train.shape[1:]), data.num_classes, device)
     out = {}
     with full_precision():
         sync(device)

@@ -814,7 +814,7 @@ def _probe_worker(spec):
     device = torch.device(spec["device"])
     shape = (1, 28, 28) if cfg["dataset"] == "mnist5k" else (3, 32, 32)
     torch.manual_seed(0)
-    model = model_for_shape(cfg, shape, DATASET_CLASSES[cfg["dataset"]]).to(device)
+    model = model_for_shape(cfg, shape, DATASET_CLASSES[cfg["dataset"]], device)
     channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -331,6 +331,32 @@ class _SpectralNormalise(torch.autograd.Function):
         return torch.addcmul(g / sigma, grad_sigma_w, coef, value=-1.0), None, None, None, None, None
 
 
+_DEFERRED = False
+
+
+class deferred_norms:
+    """``with deferred_norms():`` SNConv2d layers built inside skip their initial Lanczos run
+    (placeholders u = 0, sigma = 1), for ``init_norms`` to run on the model's device after it
+    has moved there, or for a checkpoint to fill. On a CPU a full-width LCNN spent about 7 s
+    (2 cores) building its twenty initial operator norms in float64 before it moved to a GPU."""
+
+    def __enter__(self):
+        global _DEFERRED
+        self.saved, _DEFERRED = _DEFERRED, True
+
+    def __exit__(self, *exc):
+        global _DEFERRED
+        _DEFERRED = self.saved
+
+
+def init_norms(model):
+    """Run every SNConv2d's initial Lanczos where the model now is (after ``deferred_norms``)."""
+    for m in model.modules():
+        if isinstance(m, SNConv2d):
+            m.init_norm()
+    return model
+
+
 class SNConv2d(nn.Conv2d):
     """Conv2d whose weight is divided by the *true operator norm* of the convolution
     on inputs of size ``input_size`` (H, W), stride and padding included.
@@ -348,11 +374,21 @@ class SNConv2d(nn.Conv2d):
         self.input_size = _pair(input_size)
         if min(self.input_size) <= 0:
             raise ValueError(f"input_size must be positive, got {input_size}")
-        self.eval_iters = eval_iters
+        self.eval_iters, self.init_iters = eval_iters, init_iters
         self.out_pad = conv_output_padding(self.input_size, self.kernel_size, self.stride, self.padding)
-        sigma, u = conv_operator_norm(self.weight, self.input_size, self.stride, self.padding, iters=init_iters, tol=0.0)
-        self.register_buffer("u", u)
-        self.register_buffer("sigma", sigma.reshape(()))
+        self.register_buffer("u", torch.zeros(1, in_channels, *self.input_size))
+        self.register_buffer("sigma", torch.ones(()))
+        if not _DEFERRED:
+            self.init_norm()
+
+    @torch.no_grad()
+    def init_norm(self):
+        """sigma and u from ``init_iters`` Lanczos steps from the fixed start (seed 0), wherever
+        the layer lives: a model built under ``deferred_norms`` runs it after moving to its device."""
+        sigma, u = conv_operator_norm(self.weight, self.input_size, self.stride, self.padding,
+                                      iters=self.init_iters, tol=0.0)
+        self.u.copy_(u)
+        self.sigma.copy_(sigma.reshape(()))
 
     def _conv(self, x, weight):
         return F.conv2d(x, weight, stride=self.stride, padding=self.padding)

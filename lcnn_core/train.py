@@ -35,7 +35,7 @@ from .bound import paper_proxy
 from .checks import input_gradients
 from .config import TRAINING_VARIANTS, ConfigError, resolve, run_name
 from .data import Loader, load_dataset
-from .layers import frozen
+from .layers import deferred_norms, frozen, init_norms
 from .models import build_model
 from .provenance import now, process_age_s, provenance
 from .regularizers import cure_penalty, gradient_penalty, lcnn_penalty
@@ -81,15 +81,23 @@ def amp_dtype(cfg, device):
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-def model_for(cfg, data):
+def model_for(cfg, data, device=None, init=True):
     """The run's model for a dataset (shape and classes taken from the data)."""
-    return model_for_shape(cfg, tuple(data.x_train.shape[1:]), data.num_classes)
+    return model_for_shape(cfg, tuple(data.x_train.shape[1:]), data.num_classes, device, init)
 
 
-def model_for_shape(cfg, image_shape, num_classes):
-    """The run's model for C x H x W images and ``num_classes`` classes."""
+def model_for_shape(cfg, image_shape, num_classes, device=None, init=True):
+    """The run's model for C x H x W images and ``num_classes`` classes, on ``device``. The
+    weights are drawn on the CPU (the seed gives the same model on every device); the spectrally
+    normalised convs' initial operator norms are computed on ``device`` (``layers.deferred_norms``),
+    or not at all with ``init=False``, for a checkpoint that brings its own."""
     c, h, w = image_shape
-    return build_model(cfg["arch"], TRAINING_VARIANTS[cfg["variant"]]["model"], num_classes, cfg["width"], c, (h, w))
+    with deferred_norms():
+        model = build_model(cfg["arch"], TRAINING_VARIANTS[cfg["variant"]]["model"], num_classes,
+                            cfg["width"], c, (h, w))
+    if device is not None:
+        model = model.to(device)
+    return init_norms(model) if init else model
 
 
 def load_data(cfg):
@@ -307,7 +315,7 @@ def train(config, out="runs", preset="custom", name=None, resume=False, progress
     data = load_data(cfg).to(device)  # before any file is written: missing data leaves nothing
     phases["data_s"] = process_age_s()
     torch.manual_seed(cfg["seed"])
-    model = model_for(cfg, data).to(device)
+    model = model_for(cfg, data, device)
     channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and device.type == "cuda")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -426,7 +434,7 @@ def load_run(run_dir, device="cpu"):
     saved = load_checkpoint(path, map_location=device)
     cfg = resolve(saved["config"])
     data = load_data(cfg).to(device)
-    model = model_for(cfg, data).to(device)
+    model = model_for(cfg, data, device, init=False)  # u and sigma come from the checkpoint
     model.load_state_dict(saved["model"])
     model.eval()
     return model, cfg, data

@@ -151,3 +151,34 @@ def test_sn_conv_rejects_an_input_size_it_was_not_built_for():
     conv = SNConv2d(3, 4, 3, input_size=8, padding=1)
     with pytest.raises(ValueError, match="built for inputs of size"):
         conv(torch.zeros(1, 3, 16, 16))
+
+
+def test_deferred_norms_give_the_same_model_and_skip_lanczos_for_a_checkpoint(monkeypatch):
+    """model_for_shape builds under layers.deferred_norms and runs the initial Lanczos where the
+    model lives: the same state as building it directly; with init=False no Lanczos runs at all."""
+    from lcnn_core import layers
+    from lcnn_core.config import resolve
+    from lcnn_core.models import resnet18
+    from lcnn_core.train import model_for_shape
+    cfg = resolve(dict(variant="lcnn", arch="resnet18", width=4, dataset="cifar10-jpeg"))
+    torch.manual_seed(0)
+    direct = resnet18("lcnn", width=4).state_dict()
+    torch.manual_seed(0)
+    built = model_for_shape(cfg, (3, 32, 32), 10, device="cpu").state_dict()
+    assert direct.keys() == built.keys() and all(torch.equal(direct[k], built[k]) for k in direct)
+    calls = []
+    real = layers.conv_operator_norm
+    monkeypatch.setattr(layers, "conv_operator_norm", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model_for_shape(cfg, (3, 32, 32), 10, init=False)
+    assert not calls
+    n_sn = sum(isinstance(m, layers.SNConv2d) for m in built_model_modules(cfg))
+    assert n_sn == 20
+    model_for_shape(cfg, (3, 32, 32), 10)
+    assert len(calls) == n_sn
+
+
+def built_model_modules(cfg):
+    from lcnn_core.layers import deferred_norms
+    from lcnn_core.models import resnet18
+    with deferred_norms():
+        return list(resnet18("lcnn", width=cfg["width"]).modules())
