@@ -14,6 +14,7 @@
     python -m lcnn_core attack-effort                    # more steps and restarts: does the number fall?
     python -m lcnn_core list-presets
     python -m lcnn_core fingerprints                          # which committed results match the code
+    python -m lcnn_core compare --preset P                    # a rerun beside the committed run: matches?
 
 Bad input prints one line ``error: ...`` and exits with status 2.
 """
@@ -26,6 +27,7 @@ from . import distributed
 from .config import ConfigError, check_variant, load_preset, load_study, parse_set, preset_names, preset_runs, resolve
 from .data import DataError
 from .campaign import CampaignError
+from .compare import CompareError
 from .sweep import SweepError, parse_devices, sweep
 from .train import CheckpointError, DeadlineReached, TrainingError, is_finished, run_dir_for, train
 
@@ -211,6 +213,21 @@ def cmd_fingerprints(args):
     print(table.fillna("not recorded").to_string(index=False))
 
 
+def cmd_compare(args):
+    from .compare import committed_results, compare, summary
+    tmp, committed = committed_results(args.preset, args.against) if not args.committed else (None, Path(args.committed))
+    try:
+        table = compare(Path(args.results) / args.preset, committed, runs=args.run)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    print(table.round(4).to_string(index=False))
+    for line in summary(table):
+        print(line)
+    if args.strict and (table["verdict"] != "matches").any():
+        return 1
+
+
 def cmd_list(args):
     for name in preset_names():
         try:
@@ -320,6 +337,14 @@ def parser():
     c.add_argument("--unpack", metavar="ARCHIVE", help="check, extract and merge a packed archive into --results")
     c.add_argument("--git-sha", help="the code's git sha, for provenance where .git did not travel")
     c.set_defaults(func=cmd_campaign)
+    cm = sub.add_parser("compare", help="a rerun's headline numbers beside the committed run's: matches, or differs beyond tolerance")
+    cm.add_argument("--preset", required=True)
+    cm.add_argument("--run", action="append", help="a run folder to compare (repeatable; default: every rerun with a committed twin)")
+    cm.add_argument("--results", default="results", help="where the reruns were published (train writes results/)")
+    cm.add_argument("--against", default="HEAD", help="the git revision whose results/<preset>/ is the committed one")
+    cm.add_argument("--committed", help="a folder of committed runs instead of --against (no git needed)")
+    cm.add_argument("--strict", action="store_true", help="exit 1 when a run differs beyond tolerance")
+    cm.set_defaults(func=cmd_compare)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)
     return ap
@@ -328,11 +353,11 @@ def parser():
 def main(argv=None):
     args = parser().parse_args(argv)
     try:
-        args.func(args)
-    except (ConfigError, DataError, CheckpointError, TrainingError, SweepError, CampaignError) as e:
+        rc = args.func(args)
+    except (ConfigError, DataError, CheckpointError, TrainingError, SweepError, CampaignError, CompareError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -92,3 +92,31 @@ def test_committed_smoke_run_reruns(rerun, run):
             for r_new, r_old in zip(a_new["table"], a_old["table"]):
                 for col in ("pgd", "apgd_ce", "apgd_t", "strongest"):
                     assert r_new[col] == pytest.approx(r_old[col], abs=one), (r_old["eps"], col)
+
+
+def test_compare_says_the_smoke_rerun_matches_and_an_altered_one_differs(rerun, tmp_path, capsys):
+    """python -m lcnn_core compare on the rerun above: every run matches the committed one; a copy
+    with E C_f of the loss doubled differs beyond tolerance, and --strict exits 1 on it."""
+    import shutil
+
+    from lcnn_core.cli import main
+    from lcnn_core.compare import compare
+    rerun_root = next(iter(rerun.values())).parent
+    table = compare(rerun_root, COMMITTED)
+    assert set(table.run) == set(RUNS) and (table.verdict == "matches").all()
+    assert set(table.quantity) == {"test accuracy %", "E C_f (loss)", "E C_f (logit)", "strongest attack %", "PGD %"}
+
+    altered = tmp_path / "results" / "smoke"
+    for run in RUNS:
+        shutil.copytree(rerun[run], altered / run, ignore=shutil.ignore_patterns("*.pt"))
+    geo = _json(altered / "lcnn-s0" / "geometry.json")
+    geo["curvature_loss_mean"] *= 2
+    (altered / "lcnn-s0" / "geometry.json").write_text(json.dumps(geo))
+    table = compare(altered.parent / "smoke", COMMITTED).set_index(["run", "quantity"])
+    assert table.loc[("lcnn-s0", "E C_f (loss)"), "verdict"] == "differs beyond tolerance"
+    assert not table.loc[("lcnn-s0", "E C_f (loss)"), "within"]
+    assert table.loc[("standard-s0", "E C_f (loss)"), "verdict"] == "matches"
+    code = main(["compare", "--preset", "smoke", "--results", str(altered.parent), "--committed", str(COMMITTED),
+                 "--strict"])
+    out = capsys.readouterr().out
+    assert code == 1 and "lcnn-s0: differs beyond tolerance: E C_f (loss)" in out and "standard-s0: matches" in out
