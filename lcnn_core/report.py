@@ -7,6 +7,8 @@ each claim's effect relative to a baseline gets a confidence interval over seeds
 verdict asks whether it lies on the paper's side. ``ledger`` collects one row per claim and scale.
 """
 import json
+import math
+import re
 from pathlib import Path  # noqa: F401  (re-exported for notebooks)
 
 import numpy as np
@@ -535,6 +537,39 @@ def train_cost(root=None):
         d = json.loads(f.read_text())
         out[f.stem.removeprefix("train_step_")] = (pd.DataFrame(d["table"]), d)
     return out
+
+
+ACCURACY_DESIGN_MODELS = ("standard", "lcnn", "lcnn_gradreg")
+
+
+def seed_sd(preset, variants=ACCURACY_DESIGN_MODELS, root=None):
+    """(table, pooled sd): per variant of ``preset`` the final test accuracies of its seeds, their
+    sd (points), the test images behind them; and the sd pooled over the variants (each
+    variance weighted by its degrees of freedom), the spread a design for "at the same accuracy"
+    has to beat."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for v in variants:
+        accs, n_test = [], None
+        for d in sorted((root / preset).glob(f"{v}-s*")):
+            if (d / "history.csv").is_file() and re.fullmatch(rf"{re.escape(v)}-s\d+", d.name):
+                accs.append(float(pd.read_csv(d / "history.csv")["test_acc"].iloc[-1]))
+                n_test = yaml.safe_load((d / "config.yaml").read_text()).get("n_test")
+        if accs:
+            rows.append(dict(variant=VARIANT_LABELS.get(v, v), seeds=len(accs), test_images=n_test,
+                             mean=float(np.mean(accs)), sd=float(np.std(accs, ddof=1)) if len(accs) > 1 else math.nan))
+    t = pd.DataFrame(rows)
+    ok = t.dropna(subset=["sd"])
+    dof = ok.seeds - 1
+    pooled = float(np.sqrt((dof * ok.sd ** 2).sum() / dof.sum())) if len(ok) else math.nan
+    return t, pooled
+
+
+def accuracy_power(sd, seeds=(3, 5, 8, 10, 12), deltas=(0.0, 0.25, 0.5)):
+    """P(the accuracy verdict says "reproduced") per number of seeds (rows) and true difference
+    (columns, points), for per-seed sd ``sd`` (``verdicts.equivalence_power``)."""
+    return pd.DataFrame({f"true difference {d:g}": [verdicts.equivalence_power(sd, n, d) for n in seeds]
+                         for d in deltas}, index=pd.Index(seeds, name="seeds per model"))
 
 
 def dispatch_table(root=None):

@@ -53,7 +53,8 @@ from .reference import ACC_TOLERANCE, COST_LIMIT
 LEVEL = 0.95  # confidence level of every interval in the book
 FAR_SMALLER = 0.25  # "far smaller than the paper's": the whole CI below this fraction of the paper's effect
 OUTCOMES = ("reproduced", "not reproduced", "inconclusive")
-__all__ = ["Verdict", "welch", "image_bootstrap", "ratio_interval", "compare", "equivalent", "bounded", "LEVEL", "FAR_SMALLER",
+__all__ = ["Verdict", "welch", "image_bootstrap", "ratio_interval", "compare", "equivalent", "equivalence_power",
+           "bounded", "LEVEL", "FAR_SMALLER",
            "ACC_TOLERANCE", "COST_LIMIT", "OUTCOMES", "RULE"]
 
 _PTS = f"{ACC_TOLERANCE:g} point{'' if ACC_TOLERANCE == 1 else 's'}"
@@ -253,6 +254,23 @@ def equivalent(model, baseline, tolerance=ACC_TOLERANCE, paper=math.nan, n_image
     if lo > tolerance or hi < -tolerance:
         return _finish("not reproduced", f"the CI lies wholly outside ±{tolerance:g} point{'' if tolerance == 1 else 's'}", *args)
     return _finish("inconclusive", f"the CI crosses ±{tolerance:g} point{'' if tolerance == 1 else 's'}", *args)
+
+
+def equivalence_power(sd, n_seeds, delta=0.0, tolerance=ACC_TOLERANCE, level=LEVEL, draws=4000, seed=0):
+    """Probability that ``equivalent`` returns "reproduced" for a design with ``n_seeds`` seeds per
+    model, when each model's per-seed accuracy is normal with standard deviation ``sd`` (points) and
+    the true difference is ``delta``: the rule's Welch interval, vectorised over ``draws``
+    simulated experiments (numpy's generator seeded with ``seed``, so the number is the same on
+    every run; tests/test_verdicts.py checks it against ``equivalent`` draw by draw)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(delta, sd, size=(draws, n_seeds))
+    b = rng.normal(0.0, sd, size=(draws, n_seeds))
+    diff = a.mean(1) - b.mean(1)
+    va, vb = a.var(1, ddof=1) / n_seeds, b.var(1, ddof=1) / n_seeds
+    se = np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (n_seeds - 1) + vb ** 2 / (n_seeds - 1))
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    return float(np.mean((diff - half >= -tolerance) & (diff + half <= tolerance)))
 
 
 def bounded(model, baseline, limit=COST_LIMIT, n_images=None, level=LEVEL, paired=False):

@@ -56,6 +56,10 @@ $T --preset ablation-mnist          # measured: 8 runs in 22.5 min on one thread
 for v in cure adv; do
   $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed 0
 done
+# 5b. "at the same accuracy" with power (issue 33, book/accuracy_design.md): Standard, LCNN, LCNN + GradReg,
+#    10 seeds each, accuracy on all 10,000 test images, no APGD; about the cpu16 training times a run
+#    (21 / 21 / 44-75 min on one thread beside a second lane) plus a few minutes of evaluation
+$T --preset cifar10-jpeg-cpu16-accuracy
 # 6. the old small CIFAR preset, kept as a smaller rerun; the studies
 #    measured (one thread beside a second lane): GradReg and LCNN + GradReg 16-17 min a run with APGD
 #    (6.5 of them training); tightness's weights (--no-eval, below) about 40 min for the 20 models it

@@ -213,3 +213,19 @@ def test_ratio_interval_is_the_interval_of_the_ratio_verdict():
     v = verdicts.compare(a, b, paper=0.25, scale="ratio")
     assert verdicts.ratio_interval(a, b) == pytest.approx((v.low, v.high))
     assert all(math.isnan(x) for x in verdicts.ratio_interval([2.0], b))  # one seed: no interval
+
+
+def test_equivalence_power_is_the_rule_applied_to_simulated_designs():
+    """The vectorised power equals the share of simulated designs that ``equivalent`` itself calls
+    reproduced (same draws), is near 0 where no design can pass and grows with seeds."""
+    import numpy as np
+
+    from lcnn_core.verdicts import equivalence_power, equivalent
+    sd, n, delta, draws = 0.6, 5, 0.2, 300
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(delta, sd, size=(draws, n)), rng.normal(0.0, sd, size=(draws, n))
+    by_rule = np.mean([equivalent(x, y).outcome == "reproduced" for x, y in zip(a, b)])
+    assert equivalence_power(sd, n, delta, draws=draws, seed=0) == by_rule
+    assert equivalence_power(0.6, 3) < 0.15                     # three seeds: the interval is mostly wider than +-1
+    assert equivalence_power(0.6, 8) > equivalence_power(0.6, 5) > equivalence_power(0.6, 3)
+    assert equivalence_power(0.6, 8, delta=1.5) < 0.01          # a real 1.5-point drop is not "the same"
