@@ -214,16 +214,18 @@ def cmd_fingerprints(args):
 
 
 def cmd_compare(args):
-    from .compare import committed_results, compare, summary
+    from .compare import committed_results, compare, record, summary
     tmp, committed = committed_results(args.preset, args.against) if not args.committed else (None, Path(args.committed))
     try:
         table = compare(Path(args.results) / args.preset, committed, runs=args.run)
+        print(table.round(4).to_string(index=False))
+        for line in summary(table):
+            print(line)
+        if args.record:
+            print(f"recorded {record(table, args.preset, Path(args.results) / args.preset, committed, args.results)}")
     finally:
         if tmp is not None:
             tmp.cleanup()
-    print(table.round(4).to_string(index=False))
-    for line in summary(table):
-        print(line)
     if args.strict and (table["verdict"] != "matches").any():
         return 1
 
@@ -344,6 +346,8 @@ def parser():
     cm.add_argument("--against", default="HEAD", help="the git revision whose results/<preset>/ is the committed one")
     cm.add_argument("--committed", help="a folder of committed runs instead of --against (no git needed)")
     cm.add_argument("--strict", action="store_true", help="exit 1 when a run differs beyond tolerance")
+    cm.add_argument("--record", action="store_true",
+                    help="write results/equivalence/PRESET.json: the comparison and both code fingerprints")
     cm.set_defaults(func=cmd_compare)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)

@@ -161,3 +161,33 @@ def summary(df):
                            f"{r.tolerance_from})" for r in bad.itertuples())
         lines.append(f"{run}: {g['verdict'].iloc[0]}" + (f": {detail}" if detail else ""))
     return lines
+
+
+def record(table, preset, rerun_root, committed_root, out_root="results"):
+    """Write results/equivalence/<preset>.json: the comparison, the fingerprints the committed runs
+    were made with (trained and evaluated) and the one the reruns were made with. Where every run
+    matches, the book reports the preset's other runs of those fingerprints as *equivalent under
+    the new fingerprint* (``report.staleness``) instead of stale."""
+    from .atomic import write_json
+    runs = sorted(set(table["run"]))
+
+    def fingerprints(root):
+        found = set()
+        for run in runs:
+            prov = json.loads((Path(root) / run / "provenance.json").read_text())
+            found.add(prov.get("code_fingerprint"))
+            geo = Path(root) / run / "geometry.json"
+            if geo.is_file():
+                found.add(json.loads(geo.read_text()).get("provenance", {}).get("code_fingerprint"))
+        return sorted(f for f in found if f)
+    new = fingerprints(rerun_root)
+    if len(new) != 1:
+        raise CompareError(f"the reruns were made by {len(new)} code fingerprints ({', '.join(new) or 'none'}); "
+                           "an equivalence record needs one")
+    threads = sorted({json.loads((Path(rerun_root) / r / "provenance.json").read_text()).get("hardware") for r in runs})
+    doc = dict(preset=preset, runs=runs, from_fingerprints=fingerprints(committed_root), to_fingerprint=new[0],
+               all_match=bool((table["verdict"] == "matches").all()), rerun_hardware=threads,
+               rule=__doc__.split("\n\n")[1].replace("\n", " "), table=table.to_dict("records"))
+    path = Path(out_root) / "equivalence" / f"{preset}.json"
+    write_json(doc, path)
+    return path
