@@ -75,7 +75,10 @@ bench)
   OUT=${OUT:-/tmp/out}
   export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$PWD/$here/site" LCNN_GIT_SHA="$(cat "$here/GIT_SHA")"
   (cd data && md5sum -c "../$here/cifar10-jpeg.tar.gz.md5") || { echo "error: data/cifar10-jpeg.tar.gz missing or damaged" >&2; exit 2; }
-  timeout "${BENCH_LIMIT:-225}" python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile off \
+  # first the capture's own checks on the real GPU (a few seconds): no sync inside a replayed step
+  # (torch.cuda.set_sync_debug_mode("error")), and captured weights = eager weights
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_step.py -k cuda 2>&1 | tail -15 | tee "$OUT/bench-tests.txt"
+  timeout "${BENCH_LIMIT:-200}" python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile off \
     --capture both --variants standard lcnn gradreg lcnn_gradreg --eval-cost 500 --name train_step_cuda \
     --out "$OUT/bench"
   ;;

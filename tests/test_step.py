@@ -89,6 +89,25 @@ def test_a_captured_cuda_step_makes_no_sync(variant):
     assert step.replay is not None
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: a real CUDA-graph capture")
+@pytest.mark.parametrize("variant", ["lcnn", "lcnn_gradreg"])
+def test_a_captured_cuda_run_trains_the_weights_an_eager_one_does(variant):
+    device = torch.device("cuda")
+    batches = [(x.to(device), y.to(device)) for x, y in _batches(step_mod.WARMUP + 4)]
+    states = []
+    for capture in (False, True):
+        cfg, model, _, _ = _setup(variant, device="cuda")
+        model.to(device)
+        opt = optimizer_for(model, cfg)
+        step = TrainStep(model, cfg, opt, scheduler_for(opt, cfg, 4), device, training_loss, capture=capture)
+        for x, y in batches:
+            step(x, y)
+        assert (step.replay is not None) == capture
+        states.append({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    for k in states[0]:
+        torch.testing.assert_close(states[1][k], states[0][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 # ---------------------------------------------------------------- replay = eager
 def _train(variant, capture, n=7, **kw):
     cfg, model, opt, sched = _setup(variant)
