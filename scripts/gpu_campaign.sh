@@ -77,7 +77,7 @@ bench)
   (cd data && md5sum -c "../$here/cifar10-jpeg.tar.gz.md5") || { echo "error: data/cifar10-jpeg.tar.gz missing or damaged" >&2; exit 2; }
   # first the capture's own checks on the real GPU (a few seconds): no sync inside a replayed step
   # (torch.cuda.set_sync_debug_mode("error")), and captured weights = eager weights
-  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_step.py -k cuda 2>&1 | tail -15 | tee "$OUT/bench-tests.txt"
+  timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_step.py -k cuda 2>&1 | tail -15  # stdout: a call returns at most 8 files
   timeout "${BENCH_LIMIT:-200}" python3 benchmarks/train_step.py --epoch --width 64 --n-train 10000 --compile off \
     --capture both --variants standard lcnn gradreg lcnn_gradreg --eval-cost 500 --name train_step_cuda \
     --out "$OUT/bench"
