@@ -222,7 +222,7 @@ def cmd_compare(args):
         for line in summary(table):
             print(line)
         if args.record:
-            print(f"recorded {record(table, args.preset, Path(args.results) / args.preset, committed, args.results)}")
+            print(f"recorded {record(table, args.preset, Path(args.results) / args.preset, committed, args.results, args.note)}")
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -348,6 +348,7 @@ def parser():
     cm.add_argument("--strict", action="store_true", help="exit 1 when a run differs beyond tolerance")
     cm.add_argument("--record", action="store_true",
                     help="write results/equivalence/PRESET.json: the comparison and both code fingerprints")
+    cm.add_argument("--note", help="with --record: how the reruns were made (a sentence kept in the record)")
     cm.set_defaults(func=cmd_compare)
     ls = sub.add_parser("list-presets", help="the presets and what they run")
     ls.set_defaults(func=cmd_list)

@@ -163,7 +163,7 @@ def summary(df):
     return lines
 
 
-def record(table, preset, rerun_root, committed_root, out_root="results"):
+def record(table, preset, rerun_root, committed_root, out_root="results", note=None):
     """Write results/equivalence/<preset>.json: the comparison, the fingerprints the committed runs
     were made with (trained and evaluated) and the one the reruns were made with. Where every run
     matches, the book reports the preset's other runs of those fingerprints as *equivalent under
@@ -184,9 +184,12 @@ def record(table, preset, rerun_root, committed_root, out_root="results"):
     if len(new) != 1:
         raise CompareError(f"the reruns were made by {len(new)} code fingerprints ({', '.join(new) or 'none'}); "
                            "an equivalence record needs one")
-    threads = sorted({json.loads((Path(rerun_root) / r / "provenance.json").read_text()).get("hardware") for r in runs})
+    provs = [json.loads((Path(rerun_root) / r / "provenance.json").read_text()) for r in runs]
     doc = dict(preset=preset, runs=runs, from_fingerprints=fingerprints(committed_root), to_fingerprint=new[0],
-               all_match=bool((table["verdict"] == "matches").all()), rerun_hardware=threads,
+               all_match=bool((table["verdict"] == "matches").all()),
+               rerun_hardware=sorted({p.get("hardware") for p in provs}),
+               rerun_git_sha=sorted({p.get("git_sha") for p in provs if p.get("git_sha")}),
+               rerun_git_dirty=any(p.get("git_dirty") for p in provs), note=note,
                rule=__doc__.split("\n\n")[1].replace("\n", " "), table=table.to_dict("records"))
     path = Path(out_root) / "equivalence" / f"{preset}.json"
     write_json(doc, path)
