@@ -167,7 +167,7 @@ def record(table, preset, rerun_root, committed_root, out_root="results", note=N
     """Write results/equivalence/<preset>.json: the comparison, the fingerprints the committed runs
     were made with (trained and evaluated) and the one the reruns were made with. Where every run
     matches, the book reports the preset's other runs of those fingerprints as *equivalent under
-    the new fingerprint* (``report.staleness``) instead of stale."""
+    the new fingerprint* (``staleness``) instead of stale."""
     from .atomic import write_json
     runs = sorted(set(table["run"]))
 
@@ -194,3 +194,31 @@ def record(table, preset, rerun_root, committed_root, out_root="results", note=N
     path = Path(out_root) / "equivalence" / f"{preset}.json"
     write_json(doc, path)
     return path
+
+
+def staleness(root=None):
+    """``provenance.report`` with a ``status`` per run: *current* (both fingerprints are the code's),
+    *equivalent* (its preset has an equivalence record, ``compare.record``, from the run's
+    fingerprints to the current one in which every rerun matched), else *stale*; and ``equivalence``,
+    the record's file where one applies."""
+    from .provenance import code_fingerprint, report as fingerprint_report
+    from .report import results_root
+    root = Path(root) if root else results_root()
+    current = code_fingerprint()
+    table = fingerprint_report(root, current=current)
+    records = {}
+    for f in sorted((root / "equivalence").glob("*.json")):
+        d = json.loads(f.read_text())
+        if d.get("to_fingerprint") == current and d.get("all_match"):
+            records[d["preset"]] = (set(d["from_fingerprints"]), str(f.relative_to(root)))
+
+    def status(row):
+        if row.current:
+            return "current", None
+        fps, path = records.get(row.folder.split("/")[0], (set(), None))
+        made = {row.trained_with} | ({row.evaluated_with} if row.evaluated_with else set())
+        if path and made <= fps:
+            return "equivalent", path
+        return "stale", None
+    st = [status(r) for r in table.itertuples()]
+    return table.assign(status=[s for s, _ in st], equivalence=[p for _, p in st])

@@ -539,33 +539,6 @@ def train_cost(root=None):
     return out
 
 
-def staleness(root=None):
-    """``provenance.report`` with a ``status`` per run: *current* (both fingerprints are the code's),
-    *equivalent* (its preset has an equivalence record, ``compare.record``, from the run's
-    fingerprints to the current one in which every rerun matched), else *stale*; and ``equivalence``,
-    the record's file where one applies."""
-    from .provenance import code_fingerprint, report as fingerprint_report
-    root = Path(root) if root else results_root()
-    current = code_fingerprint()
-    table = fingerprint_report(root, current=current)
-    records = {}
-    for f in sorted((root / "equivalence").glob("*.json")):
-        d = json.loads(f.read_text())
-        if d.get("to_fingerprint") == current and d.get("all_match"):
-            records[d["preset"]] = (set(d["from_fingerprints"]), str(f.relative_to(root)))
-
-    def status(row):
-        if row.current:
-            return "current", None
-        fps, path = records.get(row.folder.split("/")[0], (set(), None))
-        made = {row.trained_with} | ({row.evaluated_with} if row.evaluated_with else set())
-        if path and made <= fps:
-            return "equivalent", path
-        return "stale", None
-    st = [status(r) for r in table.itertuples()]
-    return table.assign(status=[s for s, _ in st], equivalence=[p for _, p in st])
-
-
 ACCURACY_DESIGN_MODELS = ("standard", "lcnn", "lcnn_gradreg")
 
 

@@ -1,5 +1,5 @@
 """compare on made-up run folders: the seed spread sets the tolerance, a record marks a preset's
-old-fingerprint runs equivalent under the new one (report.staleness), and only when every rerun matched."""
+old-fingerprint runs equivalent under the new one (compare.staleness), and only when every rerun matched."""
 import json
 
 import pandas as pd
@@ -7,7 +7,6 @@ import pytest
 import yaml
 
 from lcnn_core import compare as cmp
-from lcnn_core import report
 from lcnn_core.provenance import code_fingerprint
 
 
@@ -53,6 +52,6 @@ def test_a_record_makes_the_presets_old_runs_equivalent_only_when_every_rerun_ma
     doc = json.loads(path.read_text())
     assert doc["from_fingerprints"] == ["oldfp"] and doc["to_fingerprint"] == current
     assert doc["all_match"] is all_match
-    st = report.staleness(results).set_index("folder").status
+    st = cmp.staleness(results).set_index("folder").status
     assert (st[["p/lcnn-s0", "p/lcnn-s1", "p/lcnn-s2"]] == ("equivalent" if all_match else "stale")).all()
     assert st["q/lcnn-s0"] == "stale"
