@@ -68,7 +68,7 @@ from .config import DATASET_CLASSES, ConfigError, load_preset, parse_set, preset
 from .data import md5_of
 from .sweep import parse_devices
 from . import timing
-from .timing import DATASET_IMAGES, GPU_TIME, gpu_time  # noqa: F401  (re-exported: campaign.GPU_TIME)
+from .timing import DATASET_IMAGES, GPU_TIME, gpu_time, read_json  # noqa: F401  (re-exported: campaign.GPU_TIME)
 
 # Planning defaults; a preset's ``timings:`` section overrides any of them.
 DEFAULT_TIMINGS = {
@@ -625,13 +625,6 @@ def _record(run, code, started, t0, preset_name, out, results, timings, killed, 
 
 
 # ------------------------------------------------------------------ records
-def read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def read_calls(path):
     data = read_json(path)
     return data.get("calls", []) if isinstance(data, dict) else []

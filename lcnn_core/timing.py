@@ -72,7 +72,8 @@ def _utc(text):
     return dt.datetime.fromisoformat(text).timestamp()
 
 
-def _read_json(path):
+def read_json(path):
+    """A JSON file's content, or None where it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -85,7 +86,7 @@ def record_runs(results):
     concurrent, the eval sizes, and the four measured times of the module docstring (seconds)."""
     rows = []
     for path in sorted(Path(results).glob("*/campaign.json")):
-        calls = (_read_json(path) or {}).get("calls", [])
+        calls = (read_json(path) or {}).get("calls", [])
         for call in calls if isinstance(calls, list) else []:
             for rec in call.get("runs", []):
                 row = _record_row(path.parent / rec.get("name", ""), call, rec)
@@ -97,7 +98,7 @@ def record_runs(results):
 def _record_row(run_dir, call, rec):
     if rec.get("status") != "finished" or not (run_dir / "provenance.json").is_file():
         return None
-    prov = _read_json(run_dir / "provenance.json") or {}
+    prov = read_json(run_dir / "provenance.json") or {}
     try:
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
         epoch_times = pd.read_csv(run_dir / "history.csv")["epoch_time"]
@@ -125,7 +126,7 @@ def benchmark_rows(results):
     batch, hardware; [] without one or when its table has no epoch times."""
     newest = None
     for path in sorted((Path(results) / "benchmarks").glob("train_step_cuda*.json")):
-        d = _read_json(path)
+        d = read_json(path)
         if isinstance(d, dict) and d.get("epoch") and isinstance(d.get("table"), list):
             when = (d.get("provenance") or {}).get("time_utc", "")
             if newest is None or when > newest[0]:
