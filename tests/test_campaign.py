@@ -26,17 +26,20 @@ TINY_TIMINGS = {"from": [], "default_epoch_s": {"standard": 0.2, "lcnn": 1e-4}, 
                 "startup_s": 5, "eval_s": 8, "pack_s": 3, "epoch_overhead_s": 0}
 
 
-def _preset(tmp_path):
-    path = tmp_path / "tiny-campaign.yaml"
-    path.write_text(yaml.safe_dump(dict(
-        description="two runs that fit, one that does not", config=TINY_CONFIG, timings=TINY_TIMINGS,
-        variants=["standard"], seeds=[0],
-        grid=[dict(priority=1, variants=["standard"], seeds=[0], name="quick"),
-              dict(priority=1, variants=["lcnn"], seeds=[0], name="long",
-                   axes=dict(e=dict(keys=["epochs"], values=[100000]))),
-              dict(priority=2, variants=["standard"], seeds=[1], name="never",
-                   axes=dict(e=dict(keys=["epochs"], values=[100000])))])))
+QUICK = dict(priority=1, variants=["standard"], seeds=[0], name="quick")
+NEVER = dict(priority=2, variants=["standard"], seeds=[1], name="never",
+             axes=dict(e=dict(keys=["epochs"], values=[100000])))  # never fits any budget
+
+
+def _tiny_preset(path, description, grid):
+    path.write_text(yaml.safe_dump(dict(description=description, config=TINY_CONFIG, timings=TINY_TIMINGS,
+                                        variants=["standard"], seeds=[0], grid=grid)))
     return path
+
+
+def _preset(tmp_path):
+    long = dict(priority=1, variants=["lcnn"], seeds=[0], name="long", axes=NEVER["axes"])
+    return _tiny_preset(tmp_path / "tiny-campaign.yaml", "two runs that fit, one that does not", [QUICK, long, NEVER])
 
 
 def test_campaign_end_to_end_on_cpu(tmp_path, capsys):
@@ -236,13 +239,7 @@ def test_next_gpu_call_runs_the_benchmark_then_a_campaign_in_the_time_left(tmp_p
     md5 = hashlib.md5(b"stand-in archive").hexdigest()
     (work / ".gpu" / "campaign" / "cifar10-jpeg.tar.gz.md5").write_text(f"{md5}  cifar10-jpeg.tar.gz\n")
     (work / ".gpu" / "campaign" / "GIT_SHA").write_text("e" * 40 + "\n")
-    preset = tmp_path / "tiny-next.yaml"
-    preset.write_text(yaml.safe_dump(dict(
-        description="one run that fits, one that does not", config=TINY_CONFIG, timings=TINY_TIMINGS,
-        variants=["standard"], seeds=[0],
-        grid=[dict(priority=1, variants=["standard"], seeds=[0], name="quick"),
-              dict(priority=2, variants=["standard"], seeds=[1], name="never",
-                   axes=dict(e=dict(keys=["epochs"], values=[100000])))])))
+    preset = _tiny_preset(tmp_path / "tiny-next.yaml", "one run that fits, one that does not", [QUICK, NEVER])
     env = dict(os.environ, OUT=str(out), PRESET=str(preset), GPUS="cpu", BENCH='sleep 4; echo timed > "$OUT/bench-stub.txt"',
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     done = subprocess.run(["bash", str(SCRIPT), "next", "50"], cwd=work, env=env, capture_output=True, text=True,
