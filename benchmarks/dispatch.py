@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def count_ops(fn):
+    """lcnn_core.step.dispatched_ops, repeated here because --before runs this script on a tree
+    older than lcnn_core.step; the two must count the same events."""
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .report import TEST_IMAGES
+
 C_F_RTOL = 2e-2  # tests/test_rerun.py: C_f of the same weights on 1 vs 2 threads
 SPREAD_FACTOR = 2 * np.sqrt(2)  # ~95 % of the difference of two independent runs, each with sd s
-FULL_TEST = {"mnist5k": 1000, "cifar10": 10000, "cifar10-jpeg": 10000, "cifar100": 10000}
 QUANTITIES = ("test accuracy %", "E C_f (loss)", "E C_f (logit)", "strongest attack %", "PGD %")
 
 
@@ -64,7 +65,7 @@ def _n_test(run_dir):
     if not cfg.is_file():
         return None
     cfg = yaml.safe_load(cfg.read_text())
-    return cfg.get("n_test") or FULL_TEST.get(cfg.get("dataset"))
+    return cfg.get("n_test") or TEST_IMAGES.get(cfg.get("dataset"))
 
 
 def _attacks(run_dir):

@@ -547,16 +547,13 @@ def seed_sd(preset, variants=ACCURACY_DESIGN_MODELS, root=None):
     sd (points), the test images behind them; and the sd pooled over the variants (each
     variance weighted by its degrees of freedom), the spread a design for "at the same accuracy"
     has to beat."""
-    root = Path(root) if root else results_root()
+    runs = load_runs(preset, root)
     rows = []
     for v in variants:
-        accs, n_test = [], None
-        for d in sorted((root / preset).glob(f"{v}-s*")):
-            if (d / "history.csv").is_file() and re.fullmatch(rf"{re.escape(v)}-s\d+", d.name):
-                accs.append(float(pd.read_csv(d / "history.csv")["test_acc"].iloc[-1]))
-                n_test = yaml.safe_load((d / "config.yaml").read_text()).get("n_test")
-        if accs:
-            rows.append(dict(variant=VARIANT_LABELS.get(v, v), seeds=len(accs), test_images=n_test,
+        seeds = runs[runs.run.str.fullmatch(rf"{re.escape(v)}-s\d+")].sort_values("seed")  # the preset's own runs, no grid
+        if len(seeds):
+            accs = seeds.accuracy.to_numpy(float)
+            rows.append(dict(variant=VARIANT_LABELS.get(v, v), seeds=len(accs), test_images=int(seeds.test_images.iloc[0]),
                              mean=float(np.mean(accs)), sd=float(np.std(accs, ddof=1)) if len(accs) > 1 else math.nan))
     t = pd.DataFrame(rows)
     ok = t.dropna(subset=["sd"])
