@@ -801,7 +801,8 @@ def _probe_worker(spec):
     """One probe process: build the run's model, warm up, say 'ready'; read the windows from stdin,
     train on synthetic batches through them, print the images finished inside each window."""
     import torch
-    from .train import amp_dtype, compiled, model_for_shape, optimizer_for, training_loss
+    from .step import TrainStep, fp16_gradient_scaler, wants_capture
+    from .train import amp_dtype, compiled, model_for_shape, optimizer_for, scheduler_for, training_loss
     preset = load_preset(spec["preset"])
     cfg = resolve(dict(spec["overrides"], device=spec["device"]), base=preset["config"])  # --set already in
     device = torch.device(spec["device"])
@@ -818,14 +819,14 @@ def _probe_worker(spec):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def step():  # the step of train.train
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, _ = training_loss(net, x, y, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    # the step train.train runs (captured as a CUDA graph where it would be), its schedule's first drop far away
+    train_step = TrainStep(net, cfg, opt, scheduler_for(opt, cfg, 10 ** 6), device, training_loss, amp=amp,
+                           scaler=fp16_gradient_scaler(amp, device), capture=wants_capture(cfg, device))
+
+    def step():
+        train_step(x, y)
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize()  # count only finished images
 
     model.train()
     for _ in range(spec["warmup"]):

@@ -405,3 +405,27 @@ def test_torchrun_reads_the_campaign_train_command_as_its_script_and_arguments()
     assert args.training_script_args == ["train", "--preset", "gpu-campaign", "--out", "runs", "--results", "results",
                                          "--resume", "--stop-at", "123.0", "--run-name", "lcnn-lam1e-2-s0",
                                          "--set", "epochs=1"]
+
+
+def test_the_probe_worker_trains_the_step_train_runs_and_counts_whole_batches():
+    """The probe's worker (campaign.run_probe starts one per process) on CPU: it warms up, says
+    ready, and reports the images of the training steps (lcnn_core.step.TrainStep) that ended
+    inside its window, a whole number of batches."""
+    import json
+    import subprocess
+    import sys
+    import time
+    from lcnn_core.config import load_preset, resolve
+    spec = dict(preset="smoke", overrides=dict(variant="lcnn"), device="cpu", warmup=1)
+    p = subprocess.Popen([sys.executable, "-m", "lcnn_core.campaign", "probe-worker", json.dumps(spec)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        start = time.time() + 0.5
+        p.stdin.write(json.dumps([[start, start + 1.5]]) + "\n")
+        p.stdin.flush()
+        (count,) = json.loads(p.stdout.readline())
+    finally:
+        p.kill()
+    batch = resolve({}, base=load_preset("smoke")["config"])["batch_size"]
+    assert count > 0 and count % batch == 0
