@@ -152,14 +152,15 @@ def ledger_table(ledger, claims):
 
 
 def ledger_details(ledger):
-    """The rest of each ledger row (HTML): test and scale, ours / paper, seeds, images, why,
-    method, and a link to the page that shows it."""
+    """The rest of each ledger row (HTML): test, scale and preset, ours / paper, seeds, images,
+    why, method, and a link to the page that shows it."""
     out = ['<table class="table lcnn-ledger-details">',
            "<thead><tr><th>claim, test, scale</th><th>ours / paper</th><th>seeds</th><th>images</th>"
            "<th>why</th><th>method</th></tr></thead><tbody>"]
     for _, row in ledger.iterrows():
         link = f'<a href="{row.page}.html">{html.escape(row.page.replace("_", " "))}</a>'
-        out.append(f"<tr><td>{row.claim} · {html.escape(row.test)}<br><small>{html.escape(row.scale)} ({link})</small></td>"
+        preset = f" · <code>{html.escape(row.preset)}</code>" if row.get("preset", "–") != "–" else ""
+        out.append(f"<tr><td>{row.claim} · {html.escape(row.test)}<br><small>{html.escape(row.scale)}{preset} ({link})</small></td>"
                    f'<td>{html.escape(str(row["ours / paper"]))}</td><td>{html.escape(str(row.seeds))}</td>'
                    f"<td>{html.escape(str(row.images))}</td><td>{html.escape(row.why)}</td>"
                    f"<td>{html.escape(row.method)}</td></tr>")

@@ -6,6 +6,7 @@ our runs are smaller than the paper's and on other data, so values are not expec
 each claim's effect relative to a baseline gets a confidence interval over seeds, and the
 verdict asks whether it lies on the paper's side. ``ledger`` collects one row per claim and scale.
 """
+import functools
 import json
 import math
 import re
@@ -173,6 +174,12 @@ def lambda_runs(runs, lam=None, epochs=None):
     return runs[~runs.variant.isin(["lcnn", "lcnn_gradreg"]) | ((runs.lam == lam) & (runs.lam_gamma == lam))]
 
 
+def table_runs(preset, lam=None, root=None):
+    """The runs of a preset's main table at one LCNN lambda: ``lambda_runs`` of its runs with the
+    preset's own epochs, so that a grid's longer runs (h100-cifar10-jpeg's 50 epochs) stay out."""
+    return lambda_runs(load_runs(preset, root), lam, epochs=_preset_epochs(preset))
+
+
 def seed_values(runs, variant, column):
     """One value of ``column`` per seed of ``variant`` (sorted by seed)."""
     return runs[runs.variant == variant].sort_values("seed")[column].to_numpy(dtype=float)
@@ -215,6 +222,47 @@ def geometry_verdict(runs, variant, metric="cf", baseline="standard", root=None)
                             paper=paper_ratio(variant, metric, baseline), scale="ratio",
                             images=image_values(runs, variant, metric, baseline, root),
                             n_images=int(runs["eval_samples"].iloc[0]))
+
+
+# "At the same accuracy" with the power to decide (book/accuracy_design.md): a preset's accuracy rows
+# come from its accuracy design (all test images, more seeds) once both models of a row have
+# ACCURACY_DESIGN_SEEDS seeds there, the number that page's power calculation chose before any run.
+# Fewer seeds are an interim look, shown on that page but never judged: stopping at whichever seed
+# count first gives a narrow interval would raise the chance of a false "reproduced".
+ACCURACY_DESIGNS = {"cifar10-jpeg-cpu16": "cifar10-jpeg-cpu16-accuracy"}
+ACCURACY_DESIGN_SEEDS = 10
+
+
+def accuracy_source(preset, runs, variant, baseline="standard", root=None):
+    """(runs, preset) that the ledger's accuracy row ``variant`` − ``baseline`` of ``preset`` is
+    judged on: the preset's accuracy design (``ACCURACY_DESIGNS``) once both models have
+    ``ACCURACY_DESIGN_SEEDS`` seeds there, else ``runs``, the preset's own."""
+    root = Path(root) if root else results_root()
+    design = ACCURACY_DESIGNS.get(preset)
+    if design and (root / design).is_dir():
+        d = load_runs(design, root)
+        if not d.empty and all((d.variant == v).sum() >= ACCURACY_DESIGN_SEEDS for v in (variant, baseline)):
+            return d, design
+    return runs, preset
+
+
+def accuracy_interim(design, root=None):
+    """The accuracy design's runs so far, per model: seeds, test images, mean accuracy and, against
+    Standard, the difference with its 95 % Welch interval; ``judged`` says whether the model has
+    the design's ``ACCURACY_DESIGN_SEEDS`` seeds (before that, a look, not a verdict). Empty without runs."""
+    root = Path(root) if root else results_root()
+    runs = load_runs(design, root) if (root / design).is_dir() else pd.DataFrame()
+    rows = []
+    for v in [v for v in TRAINING_VARIANTS if not runs.empty and v in set(runs.variant)]:
+        vals = seed_values(runs, v, "accuracy")
+        row = dict(model=VARIANT_LABELS[v], seeds=len(vals), test_images=int(runs[runs.variant == v].test_images.iloc[0]),
+                   accuracy=fmt_seeds(vals, 2), difference="–", judged=len(vals) >= ACCURACY_DESIGN_SEEDS)
+        if v != "standard" and "standard" in set(runs.variant):
+            ver = accuracy_verdict(runs, v)
+            row.update(difference=ver.interval(2), seeds=ver.seeds(),
+                       judged=row["judged"] and (runs.variant == "standard").sum() >= ACCURACY_DESIGN_SEEDS)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def accuracy_verdict(runs, variant, baseline="standard"):
@@ -518,13 +566,13 @@ def full_width_drop(runs, lam=1e-2, baseline="standard"):
                             n_images=int(n) if n == n and n is not None else None)
 
 
-def _ledger_row(claim, test, scale, v, page, digits=2):
+def _ledger_row(claim, test, scale, v, page, digits=2, preset="–"):
     paper = f"{v.paper:+.{digits}f}" if v.scale == "difference" else f"{v.paper:.{digits}f}"
     why = v.reason + ("; the interval covers test-image noise only" if "image noise" in v.method else "")
     return {"claim": claim, "test": test, "paper": paper, "ours (95% CI)": v.interval(digits),
             "ours / paper": f"{v.relative:.2f}" + (" (log)" if v.scale == "ratio" else "") if np.isfinite(v.relative) else "–",
             "scale": scale, "seeds": v.seeds(), "images": v.n_images if v.n_images is not None else "–",
-            "verdict": v.outcome, "why": why, "method": v.method, "page": page,
+            "verdict": v.outcome, "why": why, "method": v.method, "page": page, "preset": preset,
             # the same numbers unformatted, for the forest plot (lcnn_core.figures)
             "effect": v.scale, "estimate": v.estimate, "low": v.low, "high": v.high, "paper_value": v.paper}
 
@@ -616,7 +664,8 @@ def cost_ratios(root=None):
 
 def ledger(root=None):
     """One row per claim and scale: the paper's effect, ours with its 95 % interval, ours / paper,
-    the scale, seeds, images, the verdict and why, and the page that shows it, then the same
+    the scale, seeds, images, the verdict and why, the page that shows it and the preset whose runs
+    it judges (an accuracy row: the scale's accuracy design once it has its seeds), then the same
     numbers unformatted (``effect`` "ratio" or "difference", ``estimate``, ``low``, ``high``,
     ``paper_value``: NaN where there is no interval). Computed from results/ on every call; scales
     whose results are missing are skipped."""
@@ -625,34 +674,38 @@ def ledger(root=None):
     for preset, lam, scale in SCALES:
         if not (root / preset).is_dir():
             continue
-        runs = lambda_runs(load_runs(preset, root), lam, epochs=_preset_epochs(preset))
+        runs = table_runs(preset, lam, root)
         have = set(runs.variant)
+        row = functools.partial(_ledger_row, preset=preset)  # an accuracy row may name its design instead
         if not {"standard", "lcnn"} <= have:
             continue
-        rows.append(_ledger_row(1, "E C_f, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "cf", root=root), "geometry"))
+        rows.append(row(1, "E C_f, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "cf", root=root), "geometry"))
         if runs[runs.variant.isin(["standard", "lcnn"])].cf_logit.notna().all():
-            rows.append(_ledger_row(1, "E C_f of the true-class logit, LCNN / Standard", scale,
-                                    geometry_verdict(runs, "lcnn", "cf_logit", root=root), "geometry"))
-        rows.append(_ledger_row(1, "E‖∇²f‖, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "hess", root=root), "geometry"))
-        rows.append(_ledger_row(1, "accuracy, LCNN − Standard (points)", scale, accuracy_verdict(runs, "lcnn"), "geometry", 1))
+            rows.append(row(1, "E C_f of the true-class logit, LCNN / Standard", scale,
+                            geometry_verdict(runs, "lcnn", "cf_logit", root=root), "geometry"))
+        rows.append(row(1, "E‖∇²f‖, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "hess", root=root), "geometry"))
+        acc_runs, acc_preset = accuracy_source(preset, runs, "lcnn", root=root)
+        rows.append(row(1, "accuracy, LCNN − Standard (points)", scale, accuracy_verdict(acc_runs, "lcnn"),
+                        "geometry", 1, preset=acc_preset))
         if len(robustness_values(preset, runs, "lcnn", root)):
-            rows.append(_ledger_row(2, "relative gradient change, LCNN / Standard", scale,
-                                    robustness_verdict(preset, runs, root=root), "gradient_robustness"))
+            rows.append(row(2, "relative gradient change, LCNN / Standard", scale,
+                            robustness_verdict(preset, runs, root=root), "gradient_robustness"))
         if (v := pgd_verdict(preset, runs, root=root)) is not None:
-            rows.append(_ledger_row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale, v, "adversarial", 1))
+            rows.append(row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale, v, "adversarial", 1))
         strong, _ = strong_attacks(preset, root)
         if len(strong) and len(strong := strong[strong.run.isin(runs.run) & (strong.eps > 0)]):
             eps = float(strong.eps.min())  # the smallest eps of the strong grid: where models differ most
             if (v := strong_attack_verdict(preset, runs, eps, root=root, df=strong)) is not None:
-                rows.append(_ledger_row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)",
-                                        scale, v, "adversarial", 1))
+                rows.append(row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)",
+                                scale, v, "adversarial", 1))
         if "lcnn_gradreg" in have:
             for other in ("lcnn", "gradreg"):
                 if other in have:
-                    rows.append(_ledger_row(4, f"E C_f, LCNN + GradReg / {VARIANT_LABELS[other]}", scale,
-                                            geometry_verdict(runs, "lcnn_gradreg", "cf", baseline=other, root=root), "geometry"))
-            rows.append(_ledger_row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
-                                    accuracy_verdict(runs, "lcnn_gradreg"), "geometry", 1))
+                    rows.append(row(4, f"E C_f, LCNN + GradReg / {VARIANT_LABELS[other]}", scale,
+                                    geometry_verdict(runs, "lcnn_gradreg", "cf", baseline=other, root=root), "geometry"))
+            acc_runs, acc_preset = accuracy_source(preset, runs, "lcnn_gradreg", root=root)
+            rows.append(row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
+                            accuracy_verdict(acc_runs, "lcnn_gradreg"), "geometry", 1, preset=acc_preset))
     for device, width, variant, v, paired, col, meta in cost_ratios(root):
         if variant != "lcnn":
             continue
