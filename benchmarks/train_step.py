@@ -16,7 +16,10 @@ on-device loader, AMP as ``amp: auto`` picks for the GPU and channels_last (what
 uses), after a warm-up; ``--compile on|off|auto`` as the config key; ``--capture both`` times the
 eager step and its CUDA-graph replay (``lcnn_core.step``) of each variant; ``--eval-cost N`` then
 times each phase of a full-width evaluation on N images; the process's age at its first step is
-the start-up cost (interpreter, imports, CUDA, decoding the data).
+the start-up cost (interpreter, imports, CUDA, decoding the data). A variant or mode that raises
+leaves a row with ``mode`` "failed" and its ``error`` (the traceback goes to stderr) and the
+others still run; a step whose capture fell back to eager says ``mode`` "eager", and the book's
+cost table rates only steps that did replay as captured.
 
     python benchmarks/train_step.py                          # CPU ratios, widths 16 and 64
     python benchmarks/train_step.py --epoch --width 64       # GPU epoch times (--compile off to compare)
@@ -47,6 +50,7 @@ import argparse
 import json
 import statistics
 import time
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -220,26 +224,14 @@ def epoch_times(args, device, out=None):
     modes = {"eager": [False], "captured": [True], "both": [False, True]}[args.capture]
     for v in args.variants:
         for capture in modes:
-            s = Setup(v, args, device, args.width, tuple(data.x_train.shape[1:]), data.num_classes, capture=capture)
-            gen = torch.Generator(device=device).manual_seed(0)
-            loader = Loader(data.x_train, data.y_train, args.batch, shuffle=True, augment=True, drop_last=True,
-                            generator=gen)
-            for i, (x, y) in enumerate(loader):  # warm-up (cudnn autotuning, compiling, capture)
-                if first_step is None:
-                    first_step = process_age_s()
-                s.step(x, y)
-                if i == 10:
-                    break
-            sync(device)
-            t = time.perf_counter()
-            for x, y in loader:
-                s.step(x, y)
-            sync(device)
-            rows.append(dict(width=args.width, variant=v, compile=args.compile,
-                             mode="captured" if s.train_step.replay is not None else "eager",
-                             capture_asked=capture, amp=str(s.amp).replace("torch.", ""),
-                             epoch_s=time.perf_counter() - t, images=len(data.x_train),
-                             loss_sum=float(s.train_step.loss_sum)))
+            try:
+                row, age = _epoch_row(args, device, data, v, capture)
+            except Exception as e:  # one variant's failure (a lent GPU's first minutes) leaves the others' rows
+                traceback.print_exc()
+                row, age = dict(width=args.width, variant=v, compile=args.compile, mode="failed", capture_asked=capture,
+                                epoch_s=None, error=f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"), None
+            first_step = first_step if first_step is not None else age
+            rows.append(row)
             print(rows[-1], flush=True)
             if out is not None:
                 _ratios(rows)
@@ -248,10 +240,36 @@ def epoch_times(args, device, out=None):
     return rows, first_step
 
 
+def _epoch_row(args, device, data, v, capture):
+    """(row, process age at the first step) of one variant and mode: a warm-up of 10 steps, then
+    one timed pass over the training images."""
+    s = Setup(v, args, device, args.width, tuple(data.x_train.shape[1:]), data.num_classes, capture=capture)
+    gen = torch.Generator(device=device).manual_seed(0)
+    loader = Loader(data.x_train, data.y_train, args.batch, shuffle=True, augment=True, drop_last=True,
+                    generator=gen)
+    age = None
+    for i, (x, y) in enumerate(loader):  # warm-up (cudnn autotuning, compiling, capture)
+        age = process_age_s() if age is None else age
+        s.step(x, y)
+        if i == 10:
+            break
+    sync(device)
+    t = time.perf_counter()
+    for x, y in loader:
+        s.step(x, y)
+    sync(device)
+    return dict(width=args.width, variant=v, compile=args.compile,
+                mode="captured" if s.train_step.replay is not None else "eager",
+                capture_asked=capture, amp=str(s.amp).replace("torch.", ""),
+                epoch_s=time.perf_counter() - t, images=len(data.x_train),
+                loss_sum=float(s.train_step.loss_sum)), age
+
+
 def _ratios(rows):
-    base = {r["capture_asked"]: r["epoch_s"] for r in rows if r["variant"] == "standard"}
+    base = {r["capture_asked"]: r["epoch_s"] for r in rows if r["variant"] == "standard" and r["epoch_s"]}
     for r in rows:
-        r["ratio_to_standard"] = r["epoch_s"] / base[r["capture_asked"]] if r["capture_asked"] in base else None
+        ok = r["epoch_s"] is not None and r["capture_asked"] in base
+        r["ratio_to_standard"] = r["epoch_s"] / base[r["capture_asked"]] if ok else None
 
 
 def eval_cost(device, samples=500, width=64, dataset="cifar10-jpeg"):

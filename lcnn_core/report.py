@@ -643,9 +643,12 @@ def cost_ratios(root=None):
     both read it."""
     for name, (table, meta) in train_cost(root).items():
         col = "step_s" if "step_s" in table else "epoch_s"
+        table = table[table[col].notna()]  # a variant the benchmark failed on (its row says why)
         if "width" not in table:
             table = table.assign(width=meta.get("width"))
         if "capture_asked" in table:  # train_step_cuda: each variant eager and captured, each against its own Standard
+            if "mode" in table:  # a step whose capture failed (or a CPU) ran eager: it times no replay
+                table = table[~table["capture_asked"].astype(bool) | (table["mode"] == "captured")]
             table = table.assign(step_mode=table["capture_asked"].map({False: "eager", True: "captured"}))
         else:
             table = table.assign(step_mode="")

@@ -1,6 +1,9 @@
 """report.cost_table on made-up benchmark files: paired rounds give an interval and a verdict
 against the target; 'before' rows carry none; an old median-only file gives no interval."""
 import json
+from pathlib import Path
+
+import pandas as pd
 
 from lcnn_core import report
 
@@ -51,3 +54,36 @@ def test_the_gpu_bench_rates_eager_and_captured_steps_each_against_their_own_sta
     assert t.loc[("cuda captured", "LCNN"), "× Standard (95% CI)"].startswith("1.1")
     assert t.loc[("cuda captured", "LCNN"), "against the target"] == "met"
     assert t.loc[("cuda eager", "LCNN"), "against the target"] == "missed"
+
+
+def test_a_variant_whose_capture_failed_is_not_rated_as_captured(tmp_path):
+    """The bench falls back to eager where capture fails: that row times no replay."""
+    rows = [dict(width=64, variant=v, capture_asked=c, epoch_s=t, mode=m)
+            for v, c, t, m in [("standard", False, 1.0, "eager"), ("lcnn", False, 2.4, "eager"),
+                               ("standard", True, 0.4, "captured"), ("lcnn", True, 2.3, "eager")]]
+    _bench(tmp_path, "cuda", rows, width=64)
+    t = report.cost_table(tmp_path)
+    assert list(zip(t.device, t.variant)) == [("cuda eager", "LCNN")]
+
+
+def test_the_gpu_bench_command_runs_end_to_end_and_the_book_reads_what_it_writes(tmp_path):
+    """scripts/gpu_campaign.sh bench's command line, on the CPU at a tiny size (MNIST-5k, width 4):
+    a lent GPU's first minutes go to it, so it must not fail on an argument or a file name. On a
+    CPU nothing is captured, so the rows say eager and the cost table rates only the eager step. A
+    variant that fails (here one that does not exist) leaves a row saying why, and the others run."""
+    import subprocess
+    import sys
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+    out = tmp_path / "benchmarks"
+    cmd = [sys.executable, str(script), "--device", "cpu", "--epoch", "--width", "4", "--n-train", "128",
+           "--compile", "off", "--capture", "both", "--variants", "standard", "nonsense", "lcnn", "--eval-cost", "4",
+           "--dataset", "mnist5k", "--name", "train_step_cuda", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    csv = pd.read_csv(out / "train_step_cuda.csv")
+    assert csv.capture_asked.tolist() == [False, True] * 3 and csv["mode"].tolist() == ["eager"] * 2 + ["failed"] * 2 + ["eager"] * 2
+    assert csv.error.notna().tolist() == [False] * 2 + [True] * 2 + [False] * 2 and csv.epoch_s.isna().sum() == 2
+    meta = json.loads((out / "train_step_cuda.json").read_text())
+    assert meta["first_step_s"] > 0 and meta["eval_cost"]["samples"] == 4
+    assert {"eval_switch_s", "geometry_loss_s", "geometry_logit_s", "geometry_margin_s", "pgd_s"} <= set(meta["eval_cost"])
+    t = report.cost_table(tmp_path)
+    assert list(zip(t.device, t.variant)) == [("cuda eager", "LCNN")]
