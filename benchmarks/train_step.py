@@ -266,7 +266,7 @@ def _epoch_row(args, device, data, v, capture):
 
 
 def _ratios(rows):
-    base = {r["capture_asked"]: r["epoch_s"] for r in rows if r["variant"] == "standard" and r["epoch_s"]}
+    base = {r["capture_asked"]: r["epoch_s"] for r in rows if r["variant"] == "standard" and r["epoch_s"] is not None}
     for r in rows:
         ok = r["epoch_s"] is not None and r["capture_asked"] in base
         r["ratio_to_standard"] = r["epoch_s"] / base[r["capture_asked"]] if ok else None

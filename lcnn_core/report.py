@@ -233,6 +233,11 @@ ACCURACY_DESIGNS = {"cifar10-jpeg-cpu16": "cifar10-jpeg-cpu16-accuracy"}
 ACCURACY_DESIGN_SEEDS = 10
 
 
+def _has_design_seeds(runs, variants):
+    """Whether every model of ``variants`` has the design's ACCURACY_DESIGN_SEEDS seeds in ``runs``."""
+    return not runs.empty and all((runs.variant == v).sum() >= ACCURACY_DESIGN_SEEDS for v in variants)
+
+
 def accuracy_source(preset, runs, variant, baseline="standard", root=None):
     """(runs, preset) that the ledger's accuracy row ``variant`` − ``baseline`` of ``preset`` is
     judged on: the preset's accuracy design (``ACCURACY_DESIGNS``) once both models have
@@ -241,7 +246,7 @@ def accuracy_source(preset, runs, variant, baseline="standard", root=None):
     design = ACCURACY_DESIGNS.get(preset)
     if design and (root / design).is_dir():
         d = load_runs(design, root)
-        if not d.empty and all((d.variant == v).sum() >= ACCURACY_DESIGN_SEEDS for v in (variant, baseline)):
+        if _has_design_seeds(d, (variant, baseline)):
             return d, design
     return runs, preset
 
@@ -256,11 +261,10 @@ def accuracy_interim(design, root=None):
     for v in [v for v in TRAINING_VARIANTS if not runs.empty and v in set(runs.variant)]:
         vals = seed_values(runs, v, "accuracy")
         row = dict(model=VARIANT_LABELS[v], seeds=len(vals), test_images=int(runs[runs.variant == v].test_images.iloc[0]),
-                   accuracy=fmt_seeds(vals, 2), difference="–", judged=len(vals) >= ACCURACY_DESIGN_SEEDS)
+                   accuracy=fmt_seeds(vals, 2), difference="–", judged=_has_design_seeds(runs, (v,)))
         if v != "standard" and "standard" in set(runs.variant):
             ver = accuracy_verdict(runs, v)
-            row.update(difference=ver.interval(2), seeds=ver.seeds(),
-                       judged=row["judged"] and (runs.variant == "standard").sum() >= ACCURACY_DESIGN_SEEDS)
+            row.update(difference=ver.interval(2), seeds=ver.seeds(), judged=_has_design_seeds(runs, (v, "standard")))
         rows.append(row)
     return pd.DataFrame(rows)
 
