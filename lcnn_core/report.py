@@ -621,6 +621,51 @@ def accuracy_power(sd, seeds=(3, 5, 8, 10, 12), deltas=(0.0, 0.25, 0.5)):
                          for d in deltas}, index=pd.Index(seeds, name="seeds per model"))
 
 
+def accuracy_rows_power(root=None, target=0.8, max_seeds=40):
+    """Why each accuracy row of the ledger says what it says: per row (scale, model), the design it
+    judges (preset, seeds per model, test images), its interval and verdict, the seed spread its own
+    runs measure (sd of the final accuracy, pooled over the two models; NaN where neither has two
+    seeds), the probability ``power_at_0`` that a design of that many seeds says "reproduced" at that
+    spread when the true difference is 0 (``verdicts.equivalence_power``), and ``seeds_needed``, the
+    fewest seeds per model that reach ``target`` there (None beyond ``max_seeds``), and ``status``:
+    decided, waiting for the scale's accuracy design, or too few seeds for its spread."""
+    root = Path(root) if root else results_root()
+    rows = []
+    for preset, lam, scale in SCALES:
+        if not (root / preset).is_dir():
+            continue
+        runs = table_runs(preset, lam, root)
+        if not {"standard", "lcnn"} <= set(runs.variant):
+            continue
+        for v in [v for v in ("lcnn", "lcnn_gradreg") if v in set(runs.variant)]:
+            acc_runs, acc_preset = accuracy_source(preset, runs, v, root=root)
+            vals = [seed_values(acc_runs, m, "accuracy") for m in (v, "standard")]
+            spread = [(len(x) - 1, np.var(x, ddof=1)) for x in vals if len(x) > 1]
+            sd = math.sqrt(sum(d * var for d, var in spread) / sum(d for d, _ in spread)) if spread else math.nan
+            n = min(len(x) for x in vals)
+            power = verdicts.equivalence_power(sd, n) if n > 1 and sd == sd else math.nan
+            needed = next((k for k in range(2, max_seeds + 1) if verdicts.equivalence_power(sd, k) >= target),
+                          None) if sd == sd else None
+            ver = accuracy_verdict(acc_runs, v)
+            design = ACCURACY_DESIGNS.get(preset)
+            if ver.outcome != "inconclusive":
+                status = "decided"
+            elif design and acc_preset != design:
+                d = load_runs(design, root) if (root / design).is_dir() else pd.DataFrame(columns=["variant"])
+                status = (f"waits for {design}'s {ACCURACY_DESIGN_SEEDS} seeds per model "
+                          f"({VARIANT_LABELS[v]} has {int((d.variant == v).sum())})")
+            elif power == power and power >= target:
+                status = "the design has the power; the data did not decide"
+            elif needed:
+                status = f"too few seeds for its spread: {needed} per model reach {target:.0%} power"
+            else:
+                status = f"too few seeds for its spread: more than {max_seeds} per model for {target:.0%} power"
+            rows.append(dict(scale=scale, model=VARIANT_LABELS[v], preset=acc_preset, seeds=ver.seeds(),
+                             test_images=ver.n_images, interval=ver.interval(1), verdict=ver.outcome,
+                             sd=sd, power_at_0=power, seeds_needed=needed, status=status))
+    return pd.DataFrame(rows)
+
+
 def dispatch_table(root=None):
     """benchmarks/dispatch.py's table: per variant and code version, the ``aten::`` ops one tiny
     training step dispatches (ResNet-18 width 4, batch 2) and its CPU time, each against Standard;
@@ -669,6 +714,38 @@ def cost_ratios(root=None):
                 yield device, int(width), variant, verdicts.bounded(model, ref, limit=limit, paired=paired), paired, col, meta
 
 
+# The paper's other curvature and robustness baselines (its Table 1 and PGD table), each against
+# Standard as the paper reports them: does CURE or adversarial training lower curvature (claim 1's
+# yardstick, "much lower") and buy PGD accuracy (claim 3's, "without adversarial training")?
+BASELINE_MODELS = ("cure", "adv")
+BASELINE_MIN_SEEDS = 2  # a single seed cannot be judged (the rule says inconclusive): no row until two
+
+
+def baseline_rows(preset, runs, scale, root=None):
+    """Ledger rows of ``BASELINE_MODELS`` against Standard at one scale: E C_f (claim 1), PGD accuracy
+    at ``PGD_EPS`` and the strongest attack at the smallest eps of the strong grid (claim 3), each
+    where both models have it; none for a baseline with fewer than ``BASELINE_MIN_SEEDS`` seeds."""
+    rows = []
+    row = functools.partial(_ledger_row, preset=preset)
+    strong, _ = strong_attacks(preset, root)
+    strong = strong[strong.run.isin(runs.run) & (strong.eps > 0)] if len(strong) else strong
+    for v in BASELINE_MODELS:
+        if (runs.variant == v).sum() < BASELINE_MIN_SEEDS or "standard" not in set(runs.variant):
+            continue
+        name = VARIANT_LABELS[v]
+        rows.append(row(1, f"E C_f, {name} / Standard (a baseline)", scale,
+                        geometry_verdict(runs, v, "cf", root=root), "geometry"))
+        if (ver := pgd_verdict(preset, runs, v, root=root)) is not None:
+            rows.append(row(3, f"PGD accuracy at ε = {PGD_EPS:g}, {name} − Standard (a baseline, points)",
+                            scale, ver, "adversarial", 1))
+        if len(strong):
+            eps = float(strong.eps.min())
+            if (ver := strong_attack_verdict(preset, runs, eps, v, root=root, df=strong)) is not None:
+                rows.append(row(3, f"strongest-attack accuracy at ε = {eps:g}, {name} − Standard (a baseline, points)",
+                                scale, ver, "adversarial", 1))
+    return rows
+
+
 def ledger(root=None):
     """One row per claim and scale: the paper's effect, ours with its 95 % interval, ours / paper,
     the scale, seeds, images, the verdict and why, the page that shows it and the preset whose runs
@@ -713,6 +790,7 @@ def ledger(root=None):
             acc_runs, acc_preset = accuracy_source(preset, runs, "lcnn_gradreg", root=root)
             rows.append(row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
                             accuracy_verdict(acc_runs, "lcnn_gradreg"), "geometry", 1, preset=acc_preset))
+        rows += baseline_rows(preset, runs, scale, root)
     for device, width, variant, v, paired, col, meta in cost_ratios(root):
         if variant != "lcnn":
             continue

@@ -85,3 +85,26 @@ def test_the_design_preset_has_the_seeds_the_ledger_waits_for():
     preset = load_preset(DESIGN)
     assert len(preset["seeds"]) == report.ACCURACY_DESIGN_SEEDS
     assert preset["config"]["n_test"] is None and set(preset["variants"]) == set(report.ACCURACY_DESIGN_MODELS)
+
+
+def test_each_accuracy_row_states_the_power_of_its_own_design(tmp_path):
+    """accuracy_rows_power: per accuracy row, the spread its own runs measure, the power of its seed
+    count at that spread, and the fewest seeds that reach 80 %, checked by hand against
+    verdicts.equivalence_power; the row follows the design once it has its seeds."""
+    for design_seeds, preset, seeds in ((3, MAIN, 3), (report.ACCURACY_DESIGN_SEEDS, DESIGN, report.ACCURACY_DESIGN_SEEDS)):
+        root = _root(tmp_path / str(design_seeds), design_seeds)
+        t = report.accuracy_rows_power(root)
+        assert list(t.model) == ["LCNN"]  # the made-up scale has no LCNN + GradReg
+        row = t.iloc[0]
+        runs = report.load_runs(preset, root)
+        accs = [runs[runs.variant == v].accuracy.to_numpy() for v in ("lcnn", "standard")]
+        sd = np.sqrt((np.var(accs[0], ddof=1) + np.var(accs[1], ddof=1)) / 2)  # equal seeds: the plain mean
+        assert row.preset == preset and row.seeds == str(seeds) and row.sd == pytest.approx(sd)
+        assert row.power_at_0 == pytest.approx(verdicts.equivalence_power(sd, seeds))
+        k = row.seeds_needed
+        if k is None or k != k:  # the main preset's 3-point spread: beyond the search
+            assert design_seeds == 3 and verdicts.equivalence_power(sd, 40) < 0.8
+        else:
+            assert verdicts.equivalence_power(sd, int(k)) >= 0.8 > verdicts.equivalence_power(sd, int(k) - 1)
+    # the design's 0.3-point spread needs few seeds; the interval agrees with the ledger's row
+    assert 2 <= row.seeds_needed <= 4 and row.verdict == _accuracy_row(report.ledger(root)).verdict

@@ -260,7 +260,8 @@ def test_next_gpu_call_runs_the_benchmark_then_a_campaign_in_the_time_left(tmp_p
 
 
 def test_next_gpu_call_preset_holds_the_issue_order():
-    """The h100-cifar10-jpeg grid after its committed runs: LCNN seed 2 at both lambdas; GradReg and
+    """The h100-cifar10-jpeg grid after its committed runs: LCNN seed 2 at both lambdas, seed 3 of
+    Standard and LCNN at 1e-3; GradReg and
     LCNN + GradReg seeds 1-2 at 1e-3, then LCNN + GradReg at 1e-2; the ablation at full width with
     lambda_beta and lambda_gamma apart (10 epochs); 50-epoch runs last."""
     runs = campaign.campaign_runs(load_preset("h100-cifar10-jpeg"))
@@ -269,6 +270,9 @@ def test_next_gpu_call_preset_holds_the_issue_order():
     assert {r.priority for r in runs if r not in todo} <= {1, 2}  # what the folder holds comes first
     key = [(r.variant, r.cfg["lam_beta"], r.cfg["lam_gamma"], r.cfg["seed"], r.cfg["epochs"]) for r in todo]
     assert key[:2] == [("lcnn", 1e-3, 1e-3, 2, 10), ("lcnn", 1e-2, 1e-2, 2, 10)]
+    # the fourth seed of the accuracy row's two models (book/accuracy_design.md)
+    assert [(k[0], k[3]) for k in key[2:4]] == [("standard", 3), ("lcnn", 3)] and key[3][1:3] == (1e-3, 1e-3)
+    key = key[:2] + key[4:]
     assert [k[0] for k in key[2:6]] == ["gradreg", "gradreg", "lcnn_gradreg", "lcnn_gradreg"]
     assert all(k[1] == 1e-3 for k in key[4:6]) and [k[1:3] for k in key[6:8]] == [(1e-2, 1e-2)] * 2
     ablation = key[8:14]

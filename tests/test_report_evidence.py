@@ -158,3 +158,45 @@ def test_verdicts_wait_for_both_models_while_a_preset_is_being_regenerated(root,
     monkeypatch.setattr(report, "SCALES", [("p", None, "made up")])
     tests = set(report.ledger(root).test)
     assert not any(t.startswith("strongest-attack") or t.startswith("PGD") for t in tests)
+
+
+def _pgd(root, run, acc):
+    f = root / "p" / run / "pgd.json"
+    d = json.loads(f.read_text())
+    d["robust_accuracy"] = {k: acc for k in d["robust_accuracy"]}
+    f.write_text(json.dumps(d))
+
+
+def test_baselines_get_curvature_and_attack_rows_against_standard_once_they_have_two_seeds(root, monkeypatch):
+    """CURE and adversarial training, the paper's other baselines: no ledger row with one seed (the
+    rule could only say inconclusive), then E C_f / Standard (claim 1) and PGD and strongest-attack
+    accuracy − Standard (claim 3), each judged against the paper's own baseline effect."""
+    monkeypatch.setattr(report, "SCALES", [("p", None, "made up")])
+    for seed in range(3):
+        _pgd(root, f"standard-s{seed}", 30.0 + seed)
+    # CURE: a third of Standard's curvature, 20 points more under both attacks; adversarial training: one seed
+    _run(root, "cure", 0, (11.0 / 3, 1.0, 1.0), (52, 30, 5))
+    _run(root, "adv", 0, (1.0, 1.0, 1.0), (60, 40, 10))
+    _pgd(root, "cure-s0", 50.0)
+    assert not [t for t in report.ledger(root).test if "baseline" in t]
+    for seed in (1, 2):
+        _run(root, "cure", seed, (12.0 / 3 + seed * 0.1, 1.0, 1.0), (50 + seed, 30, 5))
+        _pgd(root, f"cure-s{seed}", 51.0 + seed)
+    led = report.ledger(root).set_index("test")
+    rows = [t for t in led.index if "baseline" in t]
+    assert rows == ["E C_f, CURE / Standard (a baseline)",
+                    "PGD accuracy at ε = 0.1, CURE − Standard (a baseline, points)",
+                    "strongest-attack accuracy at ε = 0.25, CURE − Standard (a baseline, points)"]
+    cf = led.loc[rows[0]]
+    assert cf.claim == 1 and cf.seeds == "3" and cf.verdict == "reproduced"
+    assert float(cf.paper) == pytest.approx(116.31 / 270.89, abs=5e-3)  # the paper's CURE / Standard
+    # a ratio of geometric means (the interval is on the log scale)
+    assert cf.estimate == pytest.approx(np.exp(np.log([11.0 / 3, 4.1, 4.2]).mean() - np.log([10.0, 12.0, 11.0]).mean()))
+    pgd = led.loc[rows[1]]
+    assert pgd.claim == 3 and pgd.estimate == pytest.approx(np.mean([50.0, 52.0, 53.0]) - 31.0) and pgd.verdict == "reproduced"
+    assert pgd.paper_value == pytest.approx(61.28 - 37.55)
+    assert led.loc[rows[2]].estimate == pytest.approx(np.mean([52.0, 51.0, 52.0]) - 31.0)
+    # a baseline that loses robustness against Standard in every seed is not reproduced
+    for seed in range(3):
+        _pgd(root, f"cure-s{seed}", 10.0 + seed)
+    assert report.ledger(root).set_index("test").loc[rows[1], "verdict"] == "not reproduced"
