@@ -229,7 +229,7 @@ def geometry_verdict(runs, variant, metric="cf", baseline="standard", root=None)
 # ACCURACY_DESIGN_SEEDS seeds there, the number that page's power calculation chose before any run.
 # Fewer seeds are an interim look, shown on that page but never judged: stopping at whichever seed
 # count first gives a narrow interval would raise the chance of a false "reproduced".
-ACCURACY_DESIGNS = {"cifar10-jpeg-cpu16": "cifar10-jpeg-cpu16-accuracy"}
+ACCURACY_DESIGNS = {"cifar10-jpeg-cpu16": "cifar10-jpeg-cpu16-accuracy", "cpu-default": "cpu-default-accuracy"}
 ACCURACY_DESIGN_SEEDS = 10
 
 

@@ -80,11 +80,18 @@ def test_interim_without_runs_is_empty(tmp_path):
     assert json.dumps(report.ACCURACY_DESIGNS)  # plain data, as the page prints it
 
 
-def test_the_design_preset_has_the_seeds_the_ledger_waits_for():
-    from lcnn_core.config import load_preset
-    preset = load_preset(DESIGN)
+@pytest.mark.parametrize("main", sorted(report.ACCURACY_DESIGNS))
+def test_each_design_preset_trains_its_scale_with_the_seeds_the_ledger_waits_for(main):
+    """A design changes the number of seeds and what is evaluated, never the training: every
+    resolved setting but the evaluation's and the test-set size equals its main preset's."""
+    from lcnn_core.config import load_preset, resolve
+    preset = load_preset(report.ACCURACY_DESIGNS[main])
     assert len(preset["seeds"]) == report.ACCURACY_DESIGN_SEEDS
-    assert preset["config"]["n_test"] is None and set(preset["variants"]) == set(report.ACCURACY_DESIGN_MODELS)
+    assert preset["config"].get("n_test") is None and set(preset["variants"]) == set(report.ACCURACY_DESIGN_MODELS)
+    for v in report.ACCURACY_DESIGN_MODELS:
+        design, ref = (resolve(dict(load_preset(p)["config"], variant=v, seed=0)) for p in (report.ACCURACY_DESIGNS[main], main))
+        differ = {k for k in set(design) | set(ref) if design.get(k) != ref.get(k)}
+        assert all(k.startswith("eval_") or k == "n_test" for k in differ), differ
 
 
 def test_each_accuracy_row_states_the_power_of_its_own_design(tmp_path):
