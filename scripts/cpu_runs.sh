@@ -50,16 +50,23 @@ $T --preset cifar10-jpeg-cpu16-ablation
 # 4. MNIST: the README preset (its grid: 15 runs, three seeds of the headline four) with APGD at eps 1, 2, 3; the MNIST ablation
 $T --preset cpu-default
 $T --preset ablation-mnist          # measured: 8 runs in 22.5 min on one thread
-# 5. CURE and adversarial training on CIFAR, one seed (CURE: the gradient-masking flag);
-#    measured on one thread beside a second lane: CURE 1:39 wall (5.5 min an epoch, 12 min of APGD),
-#    adversarial training 54 min (2.5 min an epoch, 10 min of APGD)
-for v in cure adv; do
-  $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed 0
+# 5. CURE and adversarial training on CIFAR, three seeds (CURE: the gradient-masking flag; the ledger's
+#    baseline rows need two seeds or more); measured on one thread beside a second lane: CURE 1:39 wall
+#    (5.5 min an epoch, 12 min of APGD), adversarial training 54 min (2.5 min an epoch, 10 min of APGD).
+#    On the machine of 2026-12-07 the same code took about twice that: 5.2-5.6 min an adversarial-training
+#    epoch, 10.3 min a CURE epoch (a CURE seed then needs about 3 hours; that session stopped CURE seed 1)
+for seed in 0 1 2; do
+  for v in adv cure; do
+    $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed"
+  done
 done
 # 5b. "at the same accuracy" with power (issue 33, book/accuracy_design.md): Standard, LCNN, LCNN + GradReg,
 #    10 seeds each, accuracy on all 10,000 test images, no APGD; about the cpu16 training times a run
 #    (21 / 21 / 44-75 min on one thread beside a second lane) plus a few minutes of evaluation
 $T --preset cifar10-jpeg-cpu16-accuracy
+#    and MNIST's design (cpu-default's training, 10 seeds of the same three models; about 1.2 lane-hours
+#    of training at cpu-default's times, plus about a minute of evaluation a run)
+$T --preset cpu-default-accuracy
 # 6. the old small CIFAR preset, kept as a smaller rerun; the studies
 #    measured (one thread beside a second lane): GradReg and LCNN + GradReg 16-17 min a run with APGD
 #    (6.5 of them training); tightness's weights (--no-eval, below) about 40 min for the 20 models it
