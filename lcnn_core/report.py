@@ -600,18 +600,22 @@ def seed_sd(preset, variants=ACCURACY_DESIGN_MODELS, root=None):
     variance weighted by its degrees of freedom), the spread a design for "at the same accuracy"
     has to beat."""
     runs = load_runs(preset, root)
-    rows = []
+    rows, groups = [], []
     for v in variants:
         seeds = runs[runs.run.str.fullmatch(rf"{re.escape(v)}-s\d+")].sort_values("seed")  # the preset's own runs, no grid
         if len(seeds):
             accs = seeds.accuracy.to_numpy(float)
+            groups.append(accs)
             rows.append(dict(variant=VARIANT_LABELS.get(v, v), seeds=len(accs), test_images=int(seeds.test_images.iloc[0]),
                              mean=float(np.mean(accs)), sd=float(np.std(accs, ddof=1)) if len(accs) > 1 else math.nan))
-    t = pd.DataFrame(rows)
-    ok = t.dropna(subset=["sd"])
-    dof = ok.seeds - 1
-    pooled = float(np.sqrt((dof * ok.sd ** 2).sum() / dof.sum())) if len(ok) else math.nan
-    return t, pooled
+    return pd.DataFrame(rows), pooled_sd(groups)
+
+
+def pooled_sd(groups):
+    """The standard deviation pooled over groups of values (each variance weighted by its degrees
+    of freedom; a group of one value adds none); NaN where no group has two values."""
+    spread = [(len(x) - 1, np.var(x, ddof=1)) for x in map(np.asarray, groups) if len(x) > 1]
+    return math.sqrt(sum(d * var for d, var in spread) / sum(d for d, _ in spread)) if spread else math.nan
 
 
 def accuracy_power(sd, seeds=(3, 5, 8, 10, 12), deltas=(0.0, 0.25, 0.5)):
@@ -640,8 +644,7 @@ def accuracy_rows_power(root=None, target=0.8, max_seeds=40):
         for v in [v for v in ("lcnn", "lcnn_gradreg") if v in set(runs.variant)]:
             acc_runs, acc_preset = accuracy_source(preset, runs, v, root=root)
             vals = [seed_values(acc_runs, m, "accuracy") for m in (v, "standard")]
-            spread = [(len(x) - 1, np.var(x, ddof=1)) for x in vals if len(x) > 1]
-            sd = math.sqrt(sum(d * var for d, var in spread) / sum(d for d, _ in spread)) if spread else math.nan
+            sd = pooled_sd(vals)
             n = min(len(x) for x in vals)
             power = verdicts.equivalence_power(sd, n) if n > 1 and sd == sd else math.nan
             needed = next((k for k in range(2, max_seeds + 1) if verdicts.equivalence_power(sd, k) >= target),
