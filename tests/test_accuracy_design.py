@@ -115,3 +115,10 @@ def test_each_accuracy_row_states_the_power_of_its_own_design(tmp_path):
             assert verdicts.equivalence_power(sd, int(k)) >= 0.8 > verdicts.equivalence_power(sd, int(k) - 1)
     # the design's 0.3-point spread needs few seeds; the interval agrees with the ledger's row
     assert 2 <= row.seeds_needed <= 4 and row.verdict == _accuracy_row(report.ledger(root)).verdict
+
+
+def test_pooled_sd_weights_each_variance_by_its_degrees_of_freedom():
+    a, b = [70.0, 71.0, 73.0], [72.0, 72.5]
+    by_hand = np.sqrt((2 * np.var(a, ddof=1) + 1 * np.var(b, ddof=1)) / 3)
+    assert report.pooled_sd([a, b, [90.0]]) == pytest.approx(by_hand)  # a single value adds nothing
+    assert np.isnan(report.pooled_sd([[1.0], []]))
