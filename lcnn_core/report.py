@@ -625,6 +625,16 @@ def accuracy_power(sd, seeds=(3, 5, 8, 10, 12), deltas=(0.0, 0.25, 0.5)):
                          for d in deltas}, index=pd.Index(seeds, name="seeds per model"))
 
 
+def ledger_scales(root):
+    """(preset, scale name, main-table runs) of every scale of ``SCALES`` whose results hold
+    Standard and LCNN: the scales the ledger has rows for."""
+    for preset, lam, scale in SCALES:
+        if (root / preset).is_dir():
+            runs = table_runs(preset, lam, root)
+            if {"standard", "lcnn"} <= set(runs.variant):
+                yield preset, scale, runs
+
+
 def accuracy_rows_power(root=None, target=0.8, max_seeds=40):
     """Why each accuracy row of the ledger says what it says: per row (scale, model), the design it
     judges (preset, seeds per model, test images), its interval and verdict, the seed spread its own
@@ -635,12 +645,7 @@ def accuracy_rows_power(root=None, target=0.8, max_seeds=40):
     decided, waiting for the scale's accuracy design, or too few seeds for its spread."""
     root = Path(root) if root else results_root()
     rows = []
-    for preset, lam, scale in SCALES:
-        if not (root / preset).is_dir():
-            continue
-        runs = table_runs(preset, lam, root)
-        if not {"standard", "lcnn"} <= set(runs.variant):
-            continue
+    for preset, scale, runs in ledger_scales(root):
         for v in [v for v in ("lcnn", "lcnn_gradreg") if v in set(runs.variant)]:
             acc_runs, acc_preset = accuracy_source(preset, runs, v, root=root)
             vals = [seed_values(acc_runs, m, "accuracy") for m in (v, "standard")]
@@ -758,14 +763,9 @@ def ledger(root=None):
     whose results are missing are skipped."""
     root = Path(root) if root else results_root()
     rows = []
-    for preset, lam, scale in SCALES:
-        if not (root / preset).is_dir():
-            continue
-        runs = table_runs(preset, lam, root)
+    for preset, scale, runs in ledger_scales(root):
         have = set(runs.variant)
         row = functools.partial(_ledger_row, preset=preset)  # an accuracy row may name its design instead
-        if not {"standard", "lcnn"} <= have:
-            continue
         rows.append(row(1, "E C_f, LCNN / Standard", scale, geometry_verdict(runs, "lcnn", "cf", root=root), "geometry"))
         if runs[runs.variant.isin(["standard", "lcnn"])].cf_logit.notna().all():
             rows.append(row(1, "E C_f of the true-class logit, LCNN / Standard", scale,
