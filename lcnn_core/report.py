@@ -729,16 +729,15 @@ BASELINE_MODELS = ("cure", "adv")
 BASELINE_MIN_SEEDS = 2  # a single seed cannot be judged (the rule says inconclusive): no row until two
 
 
-def baseline_rows(preset, runs, scale, root=None):
+def baseline_rows(preset, runs, scale, strong, root=None):
     """Ledger rows of ``BASELINE_MODELS`` against Standard at one scale: E C_f (claim 1), PGD accuracy
     at ``PGD_EPS`` and the strongest attack at the smallest eps of the strong grid (claim 3), each
-    where both models have it; none for a baseline with fewer than ``BASELINE_MIN_SEEDS`` seeds."""
+    where both models have it; none for a baseline with fewer than ``BASELINE_MIN_SEEDS`` seeds.
+    ``strong``: the scale's strong-attack frame as the ledger reads it (its runs, eps > 0)."""
     rows = []
     row = functools.partial(_ledger_row, preset=preset)
-    strong, _ = strong_attacks(preset, root)
-    strong = strong[strong.run.isin(runs.run) & (strong.eps > 0)] if len(strong) else strong
     for v in BASELINE_MODELS:
-        if (runs.variant == v).sum() < BASELINE_MIN_SEEDS or "standard" not in set(runs.variant):
+        if (runs.variant == v).sum() < BASELINE_MIN_SEEDS:
             continue
         name = VARIANT_LABELS[v]
         rows.append(row(1, f"E C_f, {name} / Standard (a baseline)", scale,
@@ -780,7 +779,8 @@ def ledger(root=None):
         if (v := pgd_verdict(preset, runs, root=root)) is not None:
             rows.append(row(3, f"PGD accuracy at ε = {PGD_EPS:g}, LCNN − Standard (points)", scale, v, "adversarial", 1))
         strong, _ = strong_attacks(preset, root)
-        if len(strong) and len(strong := strong[strong.run.isin(runs.run) & (strong.eps > 0)]):
+        strong = strong[strong.run.isin(runs.run) & (strong.eps > 0)] if len(strong) else strong
+        if len(strong):
             eps = float(strong.eps.min())  # the smallest eps of the strong grid: where models differ most
             if (v := strong_attack_verdict(preset, runs, eps, root=root, df=strong)) is not None:
                 rows.append(row(3, f"strongest-attack accuracy at ε = {eps:g}, LCNN − Standard (points)",
@@ -793,7 +793,7 @@ def ledger(root=None):
             acc_runs, acc_preset = accuracy_source(preset, runs, "lcnn_gradreg", root=root)
             rows.append(row(4, "accuracy, LCNN + GradReg − Standard (points)", scale,
                             accuracy_verdict(acc_runs, "lcnn_gradreg"), "geometry", 1, preset=acc_preset))
-        rows += baseline_rows(preset, runs, scale, root)
+        rows += baseline_rows(preset, runs, scale, strong, root)
     for device, width, variant, v, paired, col, meta in cost_ratios(root):
         if variant != "lcnn":
             continue
