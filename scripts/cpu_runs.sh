@@ -53,7 +53,7 @@ $T --preset ablation-mnist          # measured: 8 runs in 22.5 min on one thread
 # 5. CURE and adversarial training on CIFAR, three seeds (CURE: the gradient-masking flag; the ledger's
 #    baseline rows need two seeds or more); measured on one thread beside a second lane: CURE 1:39 wall
 #    (5.5 min an epoch, 12 min of APGD), adversarial training 54 min (2.5 min an epoch, 10 min of APGD).
-#    On the machine of 2026-12-07 the same code took about twice that: 5.2-5.6 min an adversarial-training
+#    On the machine of 2026-12-07 the same code took about twice that: 4.3-6.8 min (mean 5) an adversarial-training
 #    epoch, 10.3 min a CURE epoch (a CURE seed then needs about 3 hours; that session stopped CURE seed 1)
 for seed in 0 1 2; do
   for v in adv cure; do
