@@ -302,9 +302,11 @@ def claim_table(runs, metric="cf", root=None):
     return pd.DataFrame(rows)
 
 
-def accuracy_table(runs):
+def accuracy_table(runs, preset=None, root=None):
     """Accuracy per variant beside the paper's and team's; ours − Standard with its interval, and
-    the equivalence verdict (within ± ACC_TOLERANCE points)."""
+    the equivalence verdict (within ± ACC_TOLERANCE points). With ``preset``, each difference is
+    judged where the ledger judges it (``accuracy_source``: the scale's accuracy design once it has
+    its seeds) and ``judged on`` names those runs; "ours %" stays the preset's own mean."""
     rows = []
     for v in [v for v in TRAINING_VARIANTS if v in set(runs.variant)]:
         vals = seed_values(runs, v, "accuracy")
@@ -314,10 +316,15 @@ def accuracy_table(runs):
                "ours %": fmt_seeds(vals, 1)}
         if v == "standard" or "standard" not in set(runs.variant):
             row.update({"ours − Standard (95% CI)": "–", "seeds": str(len(vals)), "verdict": "baseline"})
+            if preset:
+                row["judged on"] = "–"
         else:
-            ver = accuracy_verdict(runs, v)
+            acc_runs, acc_preset = accuracy_source(preset, runs, v, root=root) if preset else (runs, None)
+            ver = accuracy_verdict(acc_runs, v)
             row.update({"ours − Standard (95% CI)": ver.interval(1), "seeds": ver.seeds(),
                         "verdict": _verdict_text(ver)})
+            if preset:
+                row["judged on"] = f"{acc_preset}, {ver.n_images:,} test images" if ver.n_images else acc_preset
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -122,3 +122,19 @@ def test_pooled_sd_weights_each_variance_by_its_degrees_of_freedom():
     by_hand = np.sqrt((2 * np.var(a, ddof=1) + 1 * np.var(b, ddof=1)) / 3)
     assert report.pooled_sd([a, b, [90.0]]) == pytest.approx(by_hand)  # a single value adds nothing
     assert np.isnan(report.pooled_sd([[1.0], []]))
+
+
+@pytest.mark.parametrize("design_seeds, judged_on", [(report.ACCURACY_DESIGN_SEEDS - 1, MAIN),
+                                                     (report.ACCURACY_DESIGN_SEEDS, DESIGN)])
+def test_the_scales_accuracy_table_judges_where_the_ledger_does(tmp_path, design_seeds, judged_on):
+    """The result pages' accuracy table (geometry notebook) and the ledger agree on every difference."""
+    root = _root(tmp_path, design_seeds)
+    runs = report.load_runs(MAIN, root)
+    table = report.accuracy_table(runs, MAIN, root).set_index("model")
+    row = _accuracy_row(report.ledger(root))
+    assert table.loc["LCNN", "judged on"].startswith(judged_on) and row.preset == judged_on
+    assert table.loc["LCNN", "ours − Standard (95% CI)"] == report.accuracy_verdict(
+        *report.accuracy_source(MAIN, runs, "lcnn", root=root)[:1], "lcnn").interval(1)
+    assert table.loc["LCNN", "verdict"].startswith(row.verdict) and table.loc["LCNN", "seeds"] == row.seeds
+    assert table.loc["LCNN", "ours %"] == report.fmt_seeds(report.seed_values(runs, "lcnn", "accuracy"), 1)  # its own runs
+    assert "judged on" not in report.accuracy_table(runs).columns  # without a preset: the runs given, as before
