@@ -65,7 +65,9 @@ done
 #    (21 / 21 / 44-75 min on one thread beside a second lane) plus a few minutes of evaluation
 $T --preset cifar10-jpeg-cpu16-accuracy
 #    and MNIST's design (cpu-default's training, 10 seeds of the same three models; about 1.2 lane-hours
-#    of training at cpu-default's times, plus about a minute of evaluation a run)
+#    of training at cpu-default's times, plus about a minute of evaluation a run); measured on the machine of
+#    2026-12-07, one thread beside a second lane: Standard 107 s, LCNN 115 s, LCNN + GradReg 261 s wall a run
+#    (means of ten), the 30 runs in about 80 min on two lanes
 $T --preset cpu-default-accuracy
 # 6. the old small CIFAR preset, kept as a smaller rerun; the studies
 #    measured (one thread beside a second lane): GradReg and LCNN + GradReg 16-17 min a run with APGD
