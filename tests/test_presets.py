@@ -82,3 +82,13 @@ def test_study_presets_extend_and_refuse_unknown_settings():
         load_study("yao", {"epoch": 3})
     with pytest.raises(ConfigError, match="training preset"):
         load_study("smoke")
+
+
+@pytest.mark.parametrize("name", TRAINING_PRESETS)
+def test_every_training_preset_is_in_the_reproducing_table_and_the_readme(name):
+    """A reader chooses a preset from reproducing.md's table and README's list: a preset missing there
+    (the two accuracy designs were, for a while) is one nobody can find."""
+    root = Path(__file__).resolve().parent.parent
+    table = [line for line in (root / "book" / "reproducing.md").read_text().splitlines() if line.startswith("| `")]
+    assert any(line.startswith(f"| `{name}` |") for line in table), f"{name} has no row in reproducing.md's preset table"
+    assert f"`{name}`" in (root / "README.md").read_text(), f"README does not name {name}"
