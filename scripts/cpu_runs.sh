@@ -54,7 +54,8 @@ $T --preset ablation-mnist          # measured: 8 runs in 22.5 min on one thread
 #    baseline rows need two seeds or more); measured on one thread beside a second lane: CURE 1:39 wall
 #    (5.5 min an epoch, 12 min of APGD), adversarial training 54 min (2.5 min an epoch, 10 min of APGD).
 #    On the machine of 2026-12-07 the same code took about twice that: 4.3-6.8 min (mean 5) an adversarial-training
-#    epoch, 10.3 min a CURE epoch (a CURE seed then needs about 3 hours; that session stopped CURE seed 1)
+#    epoch; CURE seeds 1 and 2 (two sessions, resumed from their checkpoints) 8.6-13.7 min an epoch
+#    (mean 10.2, 152 min of training) and about 26 min of evaluation, 23 of it APGD: about 3 hours a seed
 for seed in 0 1 2; do
   for v in adv cure; do
     $T --preset cifar10-jpeg-cpu16 --variant "$v" --seed "$seed"
