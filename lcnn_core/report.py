@@ -358,15 +358,20 @@ def pgd_values(preset, runs, variant, eps=PGD_EPS, root=None):
     return df.sort_values("seed").accuracy.to_numpy(float)
 
 
+def paper_pgd_gain(variant, baseline="standard", eps=PGD_EPS):
+    """The paper's PGD accuracy of ``variant`` minus ``baseline`` at ``eps`` (points; reference.PAPER_PGD)."""
+    i = PAPER_PGD_EPS.index(eps)
+    return PAPER_PGD[variant][i] - PAPER_PGD[baseline][i]
+
+
 def pgd_verdict(preset, runs, variant="lcnn", baseline="standard", eps=PGD_EPS, root=None):
     """PGD accuracy difference model − baseline at ``eps``, against the paper's (reference.PAPER_PGD);
     None until both models have PGD at ``eps`` (a preset being regenerated may have one of them)."""
-    i = PAPER_PGD_EPS.index(eps)
     n = runs["pgd_samples"].iloc[0]
     vals = [pgd_values(preset, runs, v, eps, root) for v in (variant, baseline)]
     if not all(len(x) for x in vals):
         return None
-    return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i],
+    return verdicts.compare(*vals, paper=paper_pgd_gain(variant, baseline, eps),
                             n_images=int(n) if n == n and n is not None else None)
 
 
@@ -530,8 +535,7 @@ def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard"
     vals = [df[df.variant == v].sort_values("seed").strongest.to_numpy(float) for v in (variant, baseline)]
     if not all(len(x) for x in vals):
         return None
-    i = PAPER_PGD_EPS.index(PGD_EPS)
-    return verdicts.compare(*vals, paper=PAPER_PGD[variant][i] - PAPER_PGD[baseline][i],
+    return verdicts.compare(*vals, paper=paper_pgd_gain(variant, baseline),
                             n_images=int(df.n_samples.iloc[0]))
 
 
@@ -907,8 +911,7 @@ def ordering_verdict(runs, order=("standard", "lcnn", "lcnn_gradreg"), metric="c
     steps = [(b, a, geometry_verdict(runs, b, metric, baseline=a, root=root)) for a, b in zip(order, order[1:])]
 
     def say(b, a, v):
-        n = v.seeds()
-        return f"{VARIANT_LABELS[b]} / {VARIANT_LABELS[a]} = {v.interval()} ({n} seed{'' if n == '1' else 's'}, {v.outcome})"
+        return f"{VARIANT_LABELS[b]} / {VARIANT_LABELS[a]} = {v.interval()} ({v.seeds_phrase()}, {v.outcome})"
 
     outcomes = [v.outcome for _, _, v in steps]
     detail = "; ".join(say(*s) for s in steps)

@@ -98,6 +98,10 @@ class Verdict:
         a, b = self.n_seeds
         return f"{a}" if a == b else f"{a} / {b}"
 
+    def seeds_phrase(self):
+        """'1 seed', '3 seeds', '1 / 3 seeds': the seeds for prose."""
+        return f"{self.seeds()} seed{'' if self.seeds() == '1' else 's'}"
+
     def row(self, digits=2):
         d = asdict(self)
         d["ours (95% CI)"] = self.interval(digits)

@@ -229,3 +229,10 @@ def test_equivalence_power_is_the_rule_applied_to_simulated_designs():
     assert equivalence_power(0.6, 3) < 0.15                     # three seeds: the interval is mostly wider than +-1
     assert equivalence_power(0.6, 8) > equivalence_power(0.6, 5) > equivalence_power(0.6, 3)
     assert equivalence_power(0.6, 8, delta=1.5) < 0.01          # a real 1.5-point drop is not "the same"
+
+
+def test_seeds_phrase_counts_each_model():
+    one = verdicts.compare(np.array([0.5]), np.array([1.0, 1.1, 0.9]), paper=0.5)
+    three = verdicts.compare(np.array([0.5, 0.6, 0.4]), np.array([1.0, 1.1, 0.9]), paper=0.5)
+    single = verdicts.compare(np.array([0.5]), np.array([1.0]), paper=0.5)
+    assert (one.seeds_phrase(), three.seeds_phrase(), single.seeds_phrase()) == ("1 / 3 seeds", "3 seeds", "1 seed")
