@@ -33,6 +33,18 @@ FIGURE_ID = "fig-ledger-forest"  # the forest plot's name on book/summary.md
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+# A page is measured once it is ready as a reader sees it: loaded, every formula typeset (MathJax's
+# startup promise), the web fonts in (they set the widths measured) and every image loaded or
+# failed (a blocked badge counts as done). Not Playwright's "networkidle" (500 ms without a
+# request), which its docs discourage for tests: it timed out at 30 s in CI (stop 39; the page
+# was not named) and passes here, so it waits on timing, not on anything the page shows. The
+# generous timeout is for a loaded machine; a page that never gets ready still fails, named.
+TIMEOUT_MS = 120_000
+READY = """async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  await document.fonts.ready;
+}"""
+
 # Page height as the reader first sees it (dropdowns closed), then every table with every dropdown
 # opened and every tab shown, measured against the text column's content width.
 MEASURE = """() => {
@@ -88,6 +100,7 @@ def book():
     if not (HTML / "summary.html").is_file():
         unavailable(f"no built book at {HTML}: run `jupyter-book build book/ --all -W -n --keep-going` first")
     try:
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
     except ImportError:
         unavailable("playwright is not installed (it is in the test extra: pip install -e '.[test]')")
@@ -100,6 +113,7 @@ def book():
                         "own); on Debian: apt-get install -y chromium")
         browser = p.chromium.launch(executable_path=browser_path, args=ARGS)
         context = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT})
+        context.set_default_timeout(TIMEOUT_MS)
         blocked = []
 
         def offline(route):
@@ -123,10 +137,12 @@ def book():
                 pages[name] = {"url": page.url.rsplit("/", 1)[-1], "page_errors": errors, "console_errors": [], "blocked": []}
                 page.close()
                 continue
-            page.goto((HTML / name).as_uri(), wait_until="load")
-            # MathJax typesets after load; wait for its promise where it is on the page
-            page.evaluate("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
-            page.wait_for_load_state("networkidle")
+            try:
+                page.goto((HTML / name).as_uri(), wait_until="load")
+                page.evaluate(READY)
+                page.wait_for_function("() => [...document.images].every((img) => img.complete)")
+            except PlaywrightTimeout as e:
+                pytest.fail(f"{name} was not ready within {TIMEOUT_MS // 1000} s: {e}".splitlines()[0])
             info = {"url": page.url.rsplit("/", 1)[-1]}
             if name == "summary.html":
                 page.screenshot(path=str(OUT / "summary.png"))
