@@ -64,6 +64,8 @@ done
 # 5b. "at the same accuracy" with power (issue 33, book/accuracy_design.md): Standard, LCNN, LCNN + GradReg,
 #    10 seeds each, accuracy on all 10,000 test images, no APGD; about the cpu16 training times a run
 #    (21 / 21 / 44-75 min on one thread beside a second lane) plus a few minutes of evaluation
+#    measured on the machine of 2026-12-07 (LCNN + GradReg seeds 0-2, one thread beside a second lane): 15 epochs
+#    of 4.2-5.8 min, about 70 min of training and 4 of evaluation, 76-78 min wall a run
 $T --preset cifar10-jpeg-cpu16-accuracy
 #    and MNIST's design (cpu-default's training, 10 seeds of the same three models; about 1.2 lane-hours
 #    of training at cpu-default's times, plus about a minute of evaluation a run); measured on the machine of
