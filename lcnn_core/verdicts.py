@@ -100,7 +100,8 @@ class Verdict:
 
     def seeds_phrase(self):
         """'1 seed', '3 seeds', '1 / 3 seeds': the seeds for prose."""
-        return f"{self.seeds()} seed{'' if self.seeds() == '1' else 's'}"
+        n = self.seeds()
+        return f"{n} seed{'' if n == '1' else 's'}"
 
     def row(self, digits=2):
         d = asdict(self)
