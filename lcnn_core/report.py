@@ -6,6 +6,7 @@ our runs are smaller than the paper's and on other data, so values are not expec
 each claim's effect relative to a baseline gets a confidence interval over seeds, and the
 verdict asks whether it lies on the paper's side. ``ledger`` collects one row per claim and scale.
 """
+import dataclasses
 import functools
 import json
 import math
@@ -63,7 +64,7 @@ def run_row(d):
         eval_samples=geo["n_samples"], pgd_samples=geo["scale"].get("pgd_samples"),
         test_images=cfg.get("n_test") or TEST_IMAGES.get(cfg["dataset"]),
         bound_hessian=geo["bound_hessian"], bound_grad=geo["bound_grad"], mean_beta=geo["proxy"]["mean_beta"], sum_abs_log_gamma=geo["proxy"]["sum_abs_log_gamma"],
-        hardware=prov["hardware"], wall_time_s=prov["wall_time_s"], git_sha=prov.get("git_sha"),
+        hardware=hardware_phrase(prov["hardware"]), wall_time_s=prov["wall_time_s"], git_sha=prov.get("git_sha"),
     )
 
 
@@ -130,13 +131,21 @@ def history(preset, root=None):
         run=run, variant=cfg["variant"], lam=cfg["lam_beta"], lam_gamma=cfg["lam_gamma"], budget=cfg["epochs"]))
 
 
+def hardware_phrase(hardware):
+    """Provenance's hardware string for prose ('CPU x86_64, 1 threads' -> '..., 1 thread')."""
+    return re.sub(r"\b1 threads\b", "1 thread", str(hardware))
+
+
 def scale_line(runs):
-    """One sentence of scale for a figure caption."""
+    """One sentence of scale for a figure caption: the first run's data, model and schedule, the seeds
+    per model (a range where models differ) and every distinct hardware the runs were made on."""
     r = runs.iloc[0]
-    seeds = runs["seed"].nunique()
+    per_model = runs.groupby("variant")["seed"].nunique() if "variant" in runs else runs["seed"].agg(["nunique"])
+    lo, hi = int(per_model.min()), int(per_model.max())
+    seeds = f"{lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds per model"
+    hardware = " and ".join(dict.fromkeys(runs["hardware"]))
     return (f"{r['dataset']}, {r['n_train']:,} training images, {r['arch']} width {r['width']}, "
-            f"{r['epochs']} epochs, {seeds} seed{'s' if seeds > 1 else ''}, {r['eval_samples']} test images "
-            f"for the geometry, {r['hardware']}")
+            f"{r['epochs']} epochs, {seeds}, {r['eval_samples']} test images for the geometry, {hardware}")
 
 
 def linear_baseline(dataset, root=None):
@@ -146,8 +155,15 @@ def linear_baseline(dataset, root=None):
 
 
 def styled(table, digits=2):
-    """A table for the book: no positional index, `digits` decimals."""
-    return table.style.hide(axis="index").format(precision=digits)
+    """A table for the book: no positional index, `digits` decimals for the values, a missing cell
+    as "–". A setting column (a radius ε, a penalty weight λ, a learning rate, a noise level m) is
+    printed exactly ({:g}), never rounded to the values' digits: ε = 0.05 and 0.15 are not "0.1"."""
+    def exact(x):
+        if isinstance(x, (int, float, np.number)) and not isinstance(x, bool):
+            return "–" if x != x else f"{x:g}"
+        return "–" if x is None else str(x)
+    settings = [c for c in table.columns if str(c) in ("ε", "eps", "λ", "lam", "lr", "m", "radius")]
+    return table.style.hide(axis="index").format(precision=digits, na_rep="–").format(exact, subset=settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,22 +322,23 @@ def accuracy_table(runs, preset=None, root=None):
     """Accuracy per variant beside the paper's and team's; ours − Standard with its interval, and
     the equivalence verdict (within ± ACC_TOLERANCE points). With ``preset``, each difference is
     judged where the ledger judges it (``accuracy_source``: the scale's accuracy design once it has
-    its seeds) and ``judged on`` names those runs; "ours %" stays the preset's own mean."""
+    its seeds) and ``judged on`` names those runs; "ours %" and "ours seeds" stay the preset's own
+    runs, "seeds judged" are the difference's (model / Standard where they differ)."""
     rows = []
     for v in [v for v in TRAINING_VARIANTS if v in set(runs.variant)]:
         vals = seed_values(runs, v, "accuracy")
         paper, team = PAPER.get(v, {}).get("acc"), TEAM.get(v, {}).get("acc")
         row = {"model": VARIANT_LABELS[v], "paper (CIFAR-100)": fmt(*paper) if paper else "–",
                "team (CIFAR-10)": fmt(team, digits=0) if team is not None else "–",
-               "ours %": fmt_seeds(vals, 1)}
+               "ours %": fmt_seeds(vals, 1), "ours seeds": str(len(vals))}
         if v == "standard" or "standard" not in set(runs.variant):
-            row.update({"ours − Standard (95% CI)": "–", "seeds": str(len(vals)), "verdict": "baseline"})
+            row.update({"ours − Standard (95% CI)": "–", "seeds judged": "–", "verdict": "baseline"})
             if preset:
                 row["judged on"] = "–"
         else:
             acc_runs, acc_preset = accuracy_source(preset, runs, v, root=root) if preset else (runs, None)
             ver = accuracy_verdict(acc_runs, v)
-            row.update({"ours − Standard (95% CI)": ver.interval(1), "seeds": ver.seeds(),
+            row.update({"ours − Standard (95% CI)": ver.interval(1), "seeds judged": ver.seeds(),
                         "verdict": _verdict_text(ver)})
             if preset:
                 row["judged on"] = f"{acc_preset}, {ver.n_images:,} test images" if ver.n_images else acc_preset
@@ -523,10 +540,14 @@ def effort_checks(preset, root=None):
     return pd.DataFrame(rows)
 
 
-def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None, df=None):
+def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None, df=None,
+                          informative=CHECK_INFORMATIVE):
     """Strongest-attack accuracy difference model − baseline at ``eps`` over seeds. The paper
     reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick. None until
-    both models have the strong attack at ``eps`` (a preset being regenerated may have one of them).
+    both models have the strong attack at ``eps`` (a preset being regenerated may have one of them),
+    and None where it would say nothing: where both models' mean strongest accuracy is below
+    ``informative`` % (as for the more-effort checks, ``effort_checks``), a radius that drives both
+    towards 0 cannot show a difference, so it is not judged (the ledger skips it too).
     ``df``: the preset's ``strong_attacks`` frame, where the caller has read it already."""
     df = strong_attacks(preset, root)[0] if df is None else df
     if df.empty:
@@ -534,6 +555,8 @@ def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard"
     df = df[np.isclose(df.eps, eps) & df.run.isin(runs.run)]
     vals = [df[df.variant == v].sort_values("seed").strongest.to_numpy(float) for v in (variant, baseline)]
     if not all(len(x) for x in vals):
+        return None
+    if max(x.mean() for x in vals) < informative:  # both near 0: not informative
         return None
     return verdicts.compare(*vals, paper=paper_pgd_gain(variant, baseline),
                             n_images=int(df.n_samples.iloc[0]))
@@ -576,9 +599,11 @@ def full_width_drop(runs, lam=1e-2, baseline="standard"):
     if lcnn.empty or base.empty:
         return None
     n = runs["test_images"].iloc[0]
-    return verdicts.compare(lcnn.sort_values("seed").accuracy.to_numpy(float),
-                            base.sort_values("seed").accuracy.to_numpy(float), paper=TEAM_DROP,
-                            n_images=int(n) if n == n and n is not None else None)
+    v = verdicts.compare(lcnn.sort_values("seed").accuracy.to_numpy(float),
+                         base.sort_values("seed").accuracy.to_numpy(float), paper=TEAM_DROP,
+                         n_images=int(n) if n == n and n is not None else None)
+    # the rule's reason names the paper's effect; here the effect judged against is the team's drop
+    return dataclasses.replace(v, reason=v.reason.replace("paper's", "team's"))
 
 
 def _ledger_row(claim, test, scale, v, page, digits=2, preset="–"):
@@ -809,13 +834,17 @@ def ledger(root=None):
         if variant != "lcnn":
             continue
         why = v.reason if paired else v.reason.replace("one value per model", f"median of {meta['rounds']} rounds per model")
-        hw = meta["provenance"]["hardware"]
+        hw = hardware_phrase(meta["provenance"]["hardware"])
         # the speed work (issue 19) added the benchmark's compile setting: a file without it timed the older code
-        old = "" if "compile" in meta else ", code before the speed work"
+        # what was timed: the compile setting and the commit (the default path may have changed since)
+        sha = (meta["provenance"].get("git_sha") or "")[:7]
+        timed = (f", compile {meta['compile']}" + (f", code {sha}" if sha else "") if "compile" in meta else
+                 f", code {sha + ' ' if sha else ''}before the speed work")
         rows.append(_ledger_row(5, f"time per {'epoch' if col == 'epoch_s' else 'step'}, LCNN / Standard",
-                                f"{hw}, width {width}{old}", v, "reproducing")
+                                f"{hw}, width {width}{timed}", v, "reproducing")
                     | {"seeds": f"{v.n_seeds[0]} rounds" if paired else "–", "images": "–",
-                       "paper": f"≤ {v.paper:g} (our reading)", "why": why})
+                       "paper": f"≤ {v.paper:g} (our reading)", "why": why,
+                       "method": v.method if paired else f"point ratio of medians over {meta['rounds']} rounds"})
     return pd.DataFrame(rows)
 
 
@@ -837,7 +866,7 @@ def cost_table(root=None):
                      "× Standard (95% CI)": v.interval(), "target": "–" if before else f"≤ {v.paper:g}",
                      "against the target": "–" if before else TARGET_WORDS[v.outcome],
                      "rounds": v.n_seeds[0] if paired else meta.get("rounds"),
-                     "hardware": meta["provenance"]["hardware"],
+                     "hardware": hardware_phrase(meta["provenance"]["hardware"]),
                      "sha": (meta["provenance"].get("git_sha") or "–")[:7]})
     return pd.DataFrame(rows)
 
@@ -865,7 +894,7 @@ def compute_used(root=None):
         prov = d if "git_sha" in d else d.get("provenance") if isinstance(d.get("provenance"), dict) else None
         if prov is None:
             continue
-        hw = prov.get("hardware") or prov.get("cpu") or ""
+        hw = hardware_phrase(prov.get("hardware") or prov.get("cpu") or "")
         rows.append(dict(file=str(f.relative_to(root)), hardware=hw, wall_time_s=_wall_time(d, prov),
                          git_sha=prov.get("git_sha"), git_dirty=prov.get("git_dirty")))
     df = pd.DataFrame(rows)

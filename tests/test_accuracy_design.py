@@ -135,6 +135,7 @@ def test_the_scales_accuracy_table_judges_where_the_ledger_does(tmp_path, design
     assert table.loc["LCNN", "judged on"].startswith(judged_on) and row.preset == judged_on
     assert table.loc["LCNN", "ours − Standard (95% CI)"] == report.accuracy_verdict(
         *report.accuracy_source(MAIN, runs, "lcnn", root=root)[:1], "lcnn").interval(1)
-    assert table.loc["LCNN", "verdict"].startswith(row.verdict) and table.loc["LCNN", "seeds"] == row.seeds
+    assert table.loc["LCNN", "verdict"].startswith(row.verdict) and table.loc["LCNN", "seeds judged"] == row.seeds
     assert table.loc["LCNN", "ours %"] == report.fmt_seeds(report.seed_values(runs, "lcnn", "accuracy"), 1)  # its own runs
+    assert table.loc["LCNN", "ours seeds"] == "3"  # the main preset's, whichever runs judge the difference
     assert "judged on" not in report.accuracy_table(runs).columns  # without a preset: the runs given, as before

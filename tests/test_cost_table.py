@@ -39,8 +39,8 @@ def test_ledger_says_which_benchmark_timed_the_code_before_the_speed_work(tmp_pa
     _bench(tmp_path, "cuda_epoch", [dict(variant="standard", epoch_s=6.0), dict(variant="lcnn", epoch_s=17.0)],
            width=64, rounds=10)
     scales = report.ledger(tmp_path).set_index("test").scale
-    assert scales["time per step, LCNN / Standard"] == "test cpu, width 16"
-    assert scales["time per epoch, LCNN / Standard"] == "test cpu, width 64, code before the speed work"
+    assert scales["time per step, LCNN / Standard"] == "test cpu, width 16, compile off, code abcdef0"
+    assert scales["time per epoch, LCNN / Standard"] == "test cpu, width 64, code abcdef0 before the speed work"
 
 
 def test_the_gpu_bench_rates_eager_and_captured_steps_each_against_their_own_standard(tmp_path):

@@ -126,8 +126,9 @@ def test_ledger_reads_per_round_train_step_times(tmp_path):
         table=[dict(variant="standard", epoch_s=6.0), dict(variant="lcnn", epoch_s=17.0)])))
     ledger = report.ledger(tmp_path).set_index("scale")
     assert list(ledger.claim) == [5, 5, 5]
-    narrow, wide = ledger.loc["CPU x86_64, 2 threads, width 16"], ledger.loc["CPU x86_64, 2 threads, width 64"]
+    narrow, wide = ledger.loc["CPU x86_64, 2 threads, width 16, compile off, code x"], ledger.loc["CPU x86_64, 2 threads, width 64, compile off, code x"]
     assert narrow.verdict == "reproduced" and narrow.seeds == "3 rounds"
     assert wide.verdict == "not reproduced"
-    gpu = ledger.loc["NVIDIA H100, width 64, code before the speed work"]  # its file has no compile setting
+    gpu = ledger.loc["NVIDIA H100, width 64, code x before the speed work"]  # its file has no compile setting
     assert gpu.verdict == "not reproduced" and "no interval" in gpu.why and "median of 10 rounds" in gpu.why
+    assert gpu.method == "point ratio of medians over 10 rounds" and narrow.method.startswith("paired t")

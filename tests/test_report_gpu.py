@@ -58,6 +58,7 @@ def test_the_full_width_team_drop_row_is_judged_against_the_teams_drop(runs):
     lcnn = runs[(runs.variant == "lcnn") & (runs.lam == 1e-2)].accuracy.to_numpy()
     std = runs[runs.variant == "standard"].accuracy.to_numpy()
     assert v.seeds() == "2 / 3" and v.paper == report.TEAM_DROP
+    assert "paper's" not in v.reason and (v.outcome != "reproduced" or "team's side" in v.reason)
     assert v.estimate == pytest.approx(lcnn.mean() - std.mean())
     est, lo, hi, _ = verdicts.welch(lcnn, std)
     assert (v.low, v.high) == pytest.approx((lo, hi))
@@ -73,3 +74,13 @@ def test_a_table_leaves_out_the_ablation_cells_and_the_longer_runs():
     assert list(kept.index) == [0, 1, 5]  # not the lambda_gamma = 1e-2 cell, nor the 50-epoch run
     assert list(report.lambda_runs(rows, None, epochs=50).index) == [3]
     assert len(report.lambda_runs(rows)) == len(rows)
+
+
+def test_scale_line_names_every_hardware_and_the_seeds_per_model(runs):
+    line = report.scale_line(runs)
+    for hw in set(runs.hardware):
+        assert hw in line
+    per_model = runs.groupby("variant").seed.nunique()
+    assert (f"{per_model.min()}–{per_model.max()} seeds per model" in line) == (per_model.min() != per_model.max())
+    assert report.hardware_phrase("CPU x86_64, 1 threads") == "CPU x86_64, 1 thread"
+    assert report.hardware_phrase("CPU x86_64, 12 threads") == "CPU x86_64, 12 threads"
