@@ -570,6 +570,22 @@ SCALES = [
     # seed 0 on an H100 by 7dd072b, seeds 1-2 on an H200 by c1c7bae, pooled (reproducing.md, sec-gpu-pooling)
     ("h100-cifar10-jpeg", 1e-3, "CIFAR-10 JPEG, width 64, GPU, λ = 1e-3"),
 ]
+
+
+def setting_name(preset, lam=None):
+    """A result page's name for one of its sections (table cells, headings): the ledger's scale name
+    (``SCALES``) without its lambda, then the section's lambda if it has one; a preset the ledger
+    does not read keeps its own name. ('h100-cifar10-jpeg', 1e-2) -> '..., GPU, λ = 1e-2'."""
+    name = re.sub(r", λ = \S+$", "", next((s for p, _, s in SCALES if p == preset), preset))
+    return name + ("" if lam is None else ", λ = " + f"{lam:.0e}".replace("e-0", "e-"))
+
+
+def gpu_names(preset, lam=None, root=None):
+    """The GPUs a section's runs were made on, from their provenance: 'H100 and H200'."""
+    found = table_runs(preset, lam, root).hardware.str.extract(r"NVIDIA (\w+)", expand=False).dropna()
+    return " and ".join(sorted(set(found))) or "none found"
+
+
 # The paper's claims as the book numbers them (intro.md), with the page that shows each.
 CLAIMS = {
     1: "LCNNs have much lower curvature than a standard network, at the same accuracy",

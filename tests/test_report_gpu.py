@@ -84,3 +84,10 @@ def test_scale_line_names_every_hardware_and_the_seeds_per_model(runs):
     assert (f"{per_model.min()}–{per_model.max()} seeds per model" in line) == (per_model.min() != per_model.max())
     assert report.hardware_phrase("CPU x86_64, 1 threads") == "CPU x86_64, 1 thread"
     assert report.hardware_phrase("CPU x86_64, 12 threads") == "CPU x86_64, 12 threads"
+
+
+def test_section_names_are_the_ledgers_scales_with_the_sections_lambda(tmp_path):
+    assert report.setting_name("h100-cifar10-jpeg", 1e-2) == "CIFAR-10 JPEG, width 64, GPU, λ = 1e-2"
+    assert report.setting_name("cpu-default") == "MNIST-5k, width 8, CPU"
+    assert report.setting_name("some-new-preset") == "some-new-preset"
+    assert report.gpu_names("h100-cifar10-jpeg", 1e-3) == "H100 and H200"  # the committed runs' provenance
