@@ -18,6 +18,7 @@ at another browser.
 """
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -210,3 +211,16 @@ def test_summary_opens_with_the_ledger_figure_followed_by_a_ledger_table_that_fi
     assert ledger["section"] == "The claims ledger" and ledger["columns"] <= 7
     assert ledger["width"] <= info["column"] + 1 and not ledger["marked"]
     assert (OUT / "summary.png").stat().st_size > 10_000 and (OUT / "summary-full.png").stat().st_size > 10_000
+
+
+def test_every_colab_and_kaggle_link_opens_a_notebook():
+    """Launch links must open a committed .ipynb under notebooks/: Colab cannot open a page's .md, and
+    book/*.ipynb are symlinks, which GitHub serves as their target's name (why _config.yml has no
+    launch buttons)."""
+    if not (HTML / "summary.html").is_file():
+        unavailable(f"no built book at {HTML}")
+    links = {(page.name, href) for page in HTML.glob("*.html")
+             for href in re.findall(r'href="(https://(?:colab\.research\.google\.com|kaggle\.com)/[^"]*)"', page.read_text())}
+    assert links, "no Colab or Kaggle link in the built book"
+    bad = sorted((page, href) for page, href in links if not re.search(r"/blob/main/notebooks/\w+\.ipynb$", href))
+    assert not bad, f"launch links that cannot open a notebook: {bad[:5]}"
