@@ -1,4 +1,4 @@
-"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,yao,tightness,linear-baseline,attack-effort,list-presets}``.
+"""Command line: ``python -m lcnn_core {train,sweep,campaign,evaluate,yao,tightness,linear-baseline,attack-effort,mode-gap,list-presets}``.
 
     python -m lcnn_core train --preset cpu-default            # every variant x seed, evaluated, published
     python -m lcnn_core train --preset smoke --variant lcnn --seed 1 --set epochs=3 --resume
@@ -205,6 +205,11 @@ def cmd_attack_effort(args):
                       log=lambda m: print(m, flush=True))
 
 
+def cmd_mode_gap(args):
+    from .studies import mode_gap
+    mode_gap.run(_study(args, "mode-gap"), runs=args.runs, out=args.out, log=lambda m: print(m, flush=True))
+
+
 def cmd_fingerprints(args):
     from .provenance import code_fingerprint, report
     table = report(args.results)
@@ -312,6 +317,9 @@ def parser():
     ae = _study_parser(sub, "attack-effort", "the strongest attack again with more effort (results/attack-effort/)",
                        reads="attacks.json")
     ae.set_defaults(func=cmd_attack_effort)
+    mg = _study_parser(sub, "mode-gap", "training against eval mode on retrained MNIST ablation runs (results/mode-gap/)")
+    mg.add_argument("--runs", default="runs", help="where the retrained run folders go (a finished one is reused)")
+    mg.set_defaults(func=cmd_mode_gap)
     f = sub.add_parser("fingerprints", help="each results folder's code fingerprint and whether it is current")
     f.add_argument("--results", default="results")
     f.set_defaults(func=cmd_fingerprints)
