@@ -35,6 +35,30 @@ def test_recalibrate_averages_the_batch_statistics_and_leaves_the_model_alone():
     assert not recal.training and torch.equal(net[1].running_mean, before)
 
 
+def test_recalibrating_clipped_batch_norms_keeps_their_fixed_point():
+    """With the clip active (small gamma), statistics at their fixed point under the layers' own
+    training-mode passes stay there: the clip of the first recalibration batch reads them, not reset ones."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), ClippedBatchNorm2d(4, gamma=0.01), nn.Conv2d(4, 4, 3),
+                        ClippedBatchNorm2d(4, gamma=0.01), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    x, _ = _data(64)
+    bns = [net[1], net[3]]
+    with torch.no_grad():  # the fixed point: repeated plain-average passes of the network's own training forward
+        for _ in range(6):
+            for bn in bns:
+                bn.num_batches_tracked.zero_()
+                bn.momentum = None
+            net.train()
+            for xb in (x.float() / 255).split(16):
+                net(xb)
+    net.eval()
+    recal = mode_gap.recalibrate(net, x, batch_size=16)
+    for bn, rb in zip(bns, (recal[1], recal[3])):
+        assert float(torch.clamp(bn.gamma * bn.scale(), max=1.0).detach()) < 0.5  # the clip is active
+        torch.testing.assert_close(rb.running_var, bn.running_var, rtol=0.02, atol=0)
+        torch.testing.assert_close(rb.running_mean, bn.running_mean, rtol=0.02, atol=1e-6)
+
+
 def test_batch_stats_accuracy_normalises_by_the_batch_and_keeps_the_running_statistics():
     net, (x, y) = _net(), _data()
     running = net[1].running_var.clone()

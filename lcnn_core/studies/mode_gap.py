@@ -64,10 +64,16 @@ def batch_stats_accuracy(model, x, y, batch_size):
 
 def recalibrate(model, x, batch_size):
     """A copy of ``model`` whose batch-norm running mean and variance are the plain average over the
-    batches of one pass over x (momentum None), every other layer in eval mode; returned in eval mode."""
+    batches of one pass over x (momentum None), every other layer in eval mode; returned in eval mode.
+
+    The averages start from the layer's own running statistics, not from reset ones: the LCNN's clip
+    reads the running variance inside the same forward pass, so after a reset (variance 1) the first
+    batch would pass with a clip factor of min(1, gamma), hundreds of times the trained one at a large
+    lambda, and its inflated activations would dominate every later layer's average. The first batch's
+    update replaces the starting values (momentum 1 / 1), so they weigh nothing in the result."""
     model = copy.deepcopy(model).eval()
     for bn in batchnorms(model):
-        bn.reset_running_stats()
+        bn.num_batches_tracked.zero_()
         bn.momentum = None
         bn.train()
     with torch.no_grad():
