@@ -1,5 +1,7 @@
 """The mode-gap study (lcnn_core.studies.mode_gap): its two batch-norm readouts against hand-computed
 batch statistics, and the study end to end on the smoke preset."""
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -86,6 +88,8 @@ def test_the_study_on_the_smoke_preset(tmp_path):
         assert 0 <= row[col] <= 100
     assert pd.read_csv(tmp_path / "out" / "summary.csv").run.tolist() == ["lcnn-s0"]
     assert (tmp_path / "out" / "provenance.json").is_file()
+    trained = json.loads((tmp_path / "runs" / "smoke" / "lcnn-s0" / "provenance.json").read_text())
+    assert row.trained_fingerprint == trained["code_fingerprint"]  # which code trained the weights it measured
 
 
 def test_an_unknown_run_is_one_line_and_writes_nothing(tmp_path, capsys):

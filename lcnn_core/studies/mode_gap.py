@@ -24,6 +24,7 @@ beside the history's last training-mode accuracy on the training set (``train_mo
 Writes results/mode-gap/summary.csv (one row per run, rewritten after each) and provenance.json.
 """
 import copy
+import json
 import time
 from pathlib import Path
 
@@ -86,9 +87,11 @@ def measure(run_dir, batch_size):
     """One row: the four accuracies of a finished run and its history's last training-mode accuracy."""
     model, cfg, data = load_run(run_dir)
     hist = pd.read_csv(Path(run_dir) / "history.csv").iloc[-1]
+    trained = json.loads((Path(run_dir) / "provenance.json").read_text())  # a reused run keeps its own
     _, eval_acc = test_accuracy(model, data, batch_size)
     recal = recalibrate(model, data.x_train, cfg["batch_size"])
-    return dict(lam_beta=cfg["lam_beta"], lam_gamma=cfg["lam_gamma"], epochs=cfg["epochs"],
+    return dict(trained_sha=(trained.get("git_sha") or "")[:7], trained_dirty=trained.get("git_dirty"),
+                trained_fingerprint=trained.get("code_fingerprint"), lam_beta=cfg["lam_beta"], lam_gamma=cfg["lam_gamma"], epochs=cfg["epochs"],
                 train_mode_train=round(float(hist.train_acc), 2),
                 train_eval=round(accuracy(model.eval(), data.x_train, data.y_train, batch_size), 2),
                 eval=round(eval_acc, 2),
