@@ -91,3 +91,19 @@ def test_section_names_are_the_ledgers_scales_with_the_sections_lambda(tmp_path)
     assert report.setting_name("cpu-default") == "MNIST-5k, width 8, CPU"
     assert report.setting_name("some-new-preset") == "some-new-preset"
     assert report.gpu_names("h100-cifar10-jpeg", 1e-3) == "H100 and H200"  # the committed runs' provenance
+
+
+def test_strong_attack_verdict_skips_a_radius_where_both_models_are_near_zero():
+    runs = pd.DataFrame({"run": ["lcnn-s0", "lcnn-s1", "standard-s0", "standard-s1"]})
+    df = pd.DataFrame({"run": runs.run, "variant": ["lcnn", "lcnn", "standard", "standard"], "seed": [0, 1, 0, 1],
+                       "eps": 3.0, "n_samples": 200, "strongest": [1.0, 2.0, 0.0, 0.5]})
+    assert report.strong_attack_verdict("p", runs, 3.0, df=df) is None  # both under CHECK_INFORMATIVE
+    df["strongest"] = [30.0, 34.0, 10.0, 12.0]
+    assert report.strong_attack_verdict("p", runs, 3.0, df=df).estimate == pytest.approx(21.0)
+
+
+def test_styled_prints_settings_exactly_and_rounds_only_the_values():
+    html = report.styled(pd.DataFrame({"ε": [0.05, 0.15, 0.25], "accuracy": [12.345, float("nan"), 3.0]}), 1).to_html()
+    for eps in ("0.05", "0.15", "0.25"):
+        assert f">{eps}<" in html
+    assert ">12.3<" in html and ">–<" in html and ">0.1<" not in html
