@@ -79,7 +79,8 @@ $T --preset cpu-default-accuracy
 $T --preset cifar10-jpeg-cpu
 python -m lcnn_core linear-baseline
 # training against eval mode: retrains four MNIST ablation runs under runs/ (reused if there) and
-# tests each three ways; measured 72 s with the runs trained, about 8 min from nothing, one thread
+# tests each three ways; measured 72 s with the runs trained, about 14 min from nothing (one thread,
+# beside two training lanes)
 OMP_NUM_THREADS=1 python -m lcnn_core mode-gap
 # the tightness study reads trained weights (runs/, gone on a fresh machine): train, without
 # evaluating or publishing, whatever of its presets is missing there (CPU training is deterministic,
