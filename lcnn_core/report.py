@@ -140,7 +140,7 @@ def scale_line(runs):
     """One sentence of scale for a figure caption: the first run's data, model and schedule, the seeds
     per model (a range where models differ) and every distinct hardware the runs were made on."""
     r = runs.iloc[0]
-    per_model = runs.groupby("variant")["seed"].nunique() if "variant" in runs else runs["seed"].agg(["nunique"])
+    per_model = runs.groupby("variant")["seed"].nunique()
     lo, hi = int(per_model.min()), int(per_model.max())
     seeds = f"{lo} seed{'s' if lo > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds per model"
     hardware = " and ".join(dict.fromkeys(runs["hardware"]))
@@ -540,23 +540,33 @@ def effort_checks(preset, root=None):
     return pd.DataFrame(rows)
 
 
+def strong_attack_values(preset, runs, eps, variant="lcnn", baseline="standard", root=None, df=None):
+    """The strongest-attack accuracies (%) at ``eps`` of ``runs`` (a ``load_runs`` frame), as two
+    arrays ordered by seed: ``variant``'s and ``baseline``'s; an array is empty where that model has
+    no strong attack at ``eps`` yet. ``df``: the preset's ``strong_attacks`` frame, if already read."""
+    df = strong_attacks(preset, root)[0] if df is None else df
+    if df.empty:
+        return np.array([]), np.array([])
+    df = df[np.isclose(df.eps, eps) & df.run.isin(runs.run)]
+    return tuple(df[df.variant == v].sort_values("seed").strongest.to_numpy(float) for v in (variant, baseline))
+
+
+def strong_attack_informative(values, informative=CHECK_INFORMATIVE):
+    """Whether two models' strongest-attack accuracies (``strong_attack_values``) can show a
+    difference: not where both means are below ``informative`` %, a radius that drives both
+    towards 0 (as for the more-effort checks, ``effort_checks``)."""
+    return max(x.mean() for x in values) >= informative
+
+
 def strong_attack_verdict(preset, runs, eps, variant="lcnn", baseline="standard", root=None, df=None,
                           informative=CHECK_INFORMATIVE):
     """Strongest-attack accuracy difference model − baseline at ``eps`` over seeds. The paper
     reports PGD only at eps <= 0.2 on CIFAR-100; its effect at PGD_EPS is the yardstick. None until
     both models have the strong attack at ``eps`` (a preset being regenerated may have one of them),
-    and None where it would say nothing: where both models' mean strongest accuracy is below
-    ``informative`` % (as for the more-effort checks, ``effort_checks``), a radius that drives both
-    towards 0 cannot show a difference, so it is not judged (the ledger skips it too).
-    ``df``: the preset's ``strong_attacks`` frame, where the caller has read it already."""
+    and None where it would say nothing (``strong_attack_informative``; the ledger skips it too)."""
     df = strong_attacks(preset, root)[0] if df is None else df
-    if df.empty:
-        return None
-    df = df[np.isclose(df.eps, eps) & df.run.isin(runs.run)]
-    vals = [df[df.variant == v].sort_values("seed").strongest.to_numpy(float) for v in (variant, baseline)]
-    if not all(len(x) for x in vals):
-        return None
-    if max(x.mean() for x in vals) < informative:  # both near 0: not informative
+    vals = strong_attack_values(preset, runs, eps, variant, baseline, root, df)
+    if not all(len(x) for x in vals) or not strong_attack_informative(vals, informative):
         return None
     return verdicts.compare(*vals, paper=paper_pgd_gain(variant, baseline),
                             n_images=int(df.n_samples.iloc[0]))

@@ -102,6 +102,17 @@ def test_strong_attack_verdict_skips_a_radius_where_both_models_are_near_zero():
     assert report.strong_attack_verdict("p", runs, 3.0, df=df).estimate == pytest.approx(21.0)
 
 
+def test_strong_attack_values_are_the_sections_runs_only_ordered_by_seed():
+    df = pd.DataFrame({"run": ["lcnn-s1", "lcnn-s0", "standard-s0", "lcnn-s2"], "variant": ["lcnn", "lcnn", "standard", "lcnn"],
+                       "seed": [1, 0, 0, 2], "eps": 0.5, "n_samples": 200, "strongest": [3.0, 2.0, 40.0, 99.0]})
+    runs = pd.DataFrame({"run": ["lcnn-s0", "lcnn-s1", "standard-s0"]})  # lcnn-s2 belongs to another section
+    lcnn, std = report.strong_attack_values("p", runs, 0.5, df=df)
+    assert list(lcnn) == [2.0, 3.0] and list(std) == [40.0]
+    assert report.strong_attack_informative((lcnn, std))
+    assert not report.strong_attack_informative((lcnn, np.array([5.0])))
+    assert [len(x) for x in report.strong_attack_values("p", runs, 0.25, df=df)] == [0, 0]
+
+
 def test_styled_prints_settings_exactly_and_rounds_only_the_values():
     html = report.styled(pd.DataFrame({"ε": [0.05, 0.15, 0.25], "accuracy": [12.345, float("nan"), 3.0]}), 1).to_html()
     for eps in ("0.05", "0.15", "0.25"):
